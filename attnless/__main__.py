@@ -1,0 +1,5 @@
+"""``python -m attnless``."""
+
+from attnless.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""The ``attnless`` command line: a thin typer layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from attnless import config as config_mod
+from attnless.config import Config, ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Attentionless Transformers: train a teacher, distil its attention into shallow "
+    "feed-forward networks, and score the hybrids (arXiv 2311.10642).",
+)
+console = Console(stderr=True)
+
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A YAML config (e.g. experiments/quick.yaml) or an existing run folder.",
+        show_default=False,
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a config value: section.key=value (YAML value), repeatable.",
+        show_default=False,
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def load_config(target: Path, overrides: list[str] | None) -> Config:
+    """Load a config or a run folder's config, or exit with the error."""
+    try:
+        return config_mod.load(target, overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[red]error:[/red] {err}")
+    raise typer.Exit(1) from None
+
+
+def _print_record(title: str, record: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in record.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (dict, list)):
+            continue
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command()
+def prepare(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """Create the run folder: read the corpus, train the tokenizer, report the data."""
+    from attnless.prepare import prepare as run_prepare
+
+    _setup_logging(quiet)
+    cfg = load_config(config, set_)
+    try:
+        prepared = run_prepare(cfg)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    _print_record(f"prepared {prepared.run_dir}", prepared.stats)
+
+
+@app.command()
+def train(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """Train (or resume) the teacher Transformer of CONFIG."""
+    from attnless.train import TrainingDiverged
+    from attnless.train import train as run_train
+
+    _setup_logging(quiet)
+    cfg = load_config(config, set_)
+    if quiet:
+        cfg.train.progress = False
+    try:
+        summary = run_train(cfg, progress=not quiet)
+    except TrainingDiverged as err:
+        _fail(err)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    _print_record("training finished", summary)
+
+
+@app.command()
+def evaluate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option("--split", help="Split(s) to score: test, valid. Default: eval.splits."),
+    ] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="best or last.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode a split with the trained teacher and print sacreBLEU and chrF."""
+    from attnless.evaluate import evaluate as run_evaluate
+
+    _setup_logging(quiet)
+    cfg = load_config(config, set_)
+    if beam is not None:
+        cfg.decode.beam = beam
+    if checkpoint is not None:
+        cfg.eval.checkpoint = checkpoint
+    try:
+        results = run_evaluate(cfg, split or None, progress=not quiet)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    for result in results:
+        _print_record(f"{result['variant']} on {result['test_set']}", result)
+        console.print(result["bleu_signature"])
+        if "chrf_signature" in result:
+            console.print(result["chrf_signature"])
+
+
+@app.command()
+def translate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Source text (default: stdin).")
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write translations here (default: stdout)."),
+    ] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+) -> None:
+    """Translate raw source sentences, one per line, with the trained teacher."""
+    from attnless import hardware
+    from attnless.data.tokenizer import Tokenizer
+    from attnless.evaluate import translate_lines
+    from attnless.runs import write_text
+    from attnless.train import load_model
+
+    _setup_logging(True)
+    cfg = load_config(config, set_)
+    if beam is not None:
+        cfg.decode.beam = beam
+    try:
+        lines = input_file.read_text(encoding="utf-8") if input_file else sys.stdin.read()
+        device = hardware.resolve_device(cfg.train.device)
+        model, _ = load_model(cfg.run_dir(), checkpoint, device)
+        hyps, stats = translate_lines(model, Tokenizer.load(cfg.run_dir()), lines.splitlines(), cfg)
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        _fail(err)
+    text = "".join(h + "\n" for h in hyps)
+    if output_file:
+        write_text(output_file, text)
+        console.print(json.dumps(stats))
+    else:
+        sys.stdout.write(text)
+
+
+def main() -> None:
+    app()

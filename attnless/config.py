@@ -1,0 +1,342 @@
+"""Typed configuration: one dataclass per section, YAML loading, dotted overrides, validation.
+
+A config file is a YAML mapping whose top-level keys are the sections below (plus ``name``,
+``seed`` and ``run_root``). Every key is optional; missing keys take the defaults here, which
+are the paper's teacher hyperparameters (paper-spec.md §1). Unknown keys and ill-typed values
+are rejected with an error that names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class SplitFiles:
+    """Source and target file of one split of a ``text`` corpus."""
+
+    src: str = ""
+    tgt: str = ""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "multi30k"  # multi30k | iwslt2017 | text
+    src: str = "de"
+    tgt: str = "en"
+    data_dir: str | None = None  # default: $ATTNLESS_DATA, else ./data
+    test_set: str = "test"  # multi30k: test (= test_2016_flickr) or test_2017_mscoco
+    train_subset: int | None = None  # keep the first N training pairs (CPU demos, tests)
+    eval_subset: int | None = None  # keep the first N valid/test pairs (tests only)
+    max_len: int = 50  # drop training pairs longer than this (subword tokens), the paper's MAX_LEN
+    files: dict[str, SplitFiles] = field(default_factory=dict)  # text corpus: split -> files
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 8000
+    joint: bool = True  # one model over both languages (else one per side)
+    model_type: str = "bpe"  # bpe | unigram
+    character_coverage: float = 1.0
+    max_sentences: int = 2_000_000  # sentencepiece input_sentence_size
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 128
+    heads: int = 8
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    ffn_dim: int = 512
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_positions: int = 1024
+    tie_embeddings: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    max_steps: int | None = None  # stop after this many updates (tests, smoke runs)
+    max_tokens: int = 1500  # token budget per batch, counted like the paper's batch_size_fn
+    lr_scale: float = 1.0  # Noam factor
+    warmup: int = 4000
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0  # 0 = no clipping (the paper)
+    label_smoothing: float = 0.1
+    precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 where the device supports it)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads; default: all cores
+    validate_every_epoch: bool = True
+    log_every: int = 50  # steps between metrics.jsonl lines
+    save_every: int = 0  # extra checkpoint every N steps (0: only at epoch ends)
+    progress: bool = True
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 1  # 1 = greedy
+    length_penalty: float = 1.0  # GNMT-style alpha; 0 disables
+    max_len_a: float = 1.2  # output length cap = a * src_len + b
+    max_len_b: int = 10
+    batch_tokens: int = 6000  # source tokens per decoding batch
+    use_cache: bool = True
+
+
+@dataclass
+class EvalConfig:
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    checkpoint: str = "best"  # best | last
+    chrf: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 1
+    run_root: str = "runs"
+    dir: str | None = None  # explicit run folder (default: <run_root>/<corpus>.<src>-<tgt>/<name>)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def run_dir(self) -> Path:
+        """Folder of this run: ``dir`` if set, else ``<run_root>/<corpus>.<src>-<tgt>/<name>``."""
+        if self.dir:
+            return Path(self.dir)
+        d = self.data
+        return Path(self.run_root) / f"{d.corpus}.{d.src}-{d.tgt}" / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.corpus": ("multi30k", "iwslt2017", "text"),
+    "tokenizer.model_type": ("bpe", "unigram"),
+    "train.precision": ("auto", "bf16", "fp32"),
+}
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The data root: ``data.data_dir``, else ``$ATTNLESS_DATA``, else ``./data``."""
+    return Path(cfg.data_dir or os.environ.get("ATTNLESS_DATA") or "data")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it where that is lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected null")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+            return tuple(
+                _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
+            )
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s}; expected one of: {', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def validate(cfg: Config) -> Config:
+    """Check cross-field constraints; raise ConfigError naming the offending key."""
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    positive = {
+        "model.d_model": cfg.model.d_model,
+        "model.heads": cfg.model.heads,
+        "model.ffn_dim": cfg.model.ffn_dim,
+        "tokenizer.vocab_size": cfg.tokenizer.vocab_size,
+        "train.max_tokens": cfg.train.max_tokens,
+        "train.warmup": cfg.train.warmup,
+        "data.max_len": cfg.data.max_len,
+        "decode.beam": cfg.decode.beam,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.model.d_model % cfg.model.heads:
+        raise ConfigError(
+            f"model.d_model ({cfg.model.d_model}) must be divisible by model.heads "
+            f"({cfg.model.heads})"
+        )
+    if cfg.data.src == cfg.data.tgt:
+        raise ConfigError(f"data.src and data.tgt are both {cfg.data.src!r}")
+    if cfg.data.corpus == "text":
+        if "train" not in cfg.data.files:
+            raise ConfigError("data.files.train: the text corpus needs train files (src, tgt)")
+        for split, files in cfg.data.files.items():
+            if not files.src or not files.tgt:
+                raise ConfigError(f"data.files.{split}: both src and tgt paths are required")
+    return cfg
+
+
+def from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a validated Config from a plain mapping; errors mention ``source``."""
+    try:
+        return validate(_build(Config, values or {}, ""))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` into (path, value); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from None
+    return path, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``values`` with every ``section.key=value`` override applied."""
+    out = _to_plain(values or {})
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return values
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file, or the config of a run folder, and apply ``--set`` overrides.
+
+    A run folder's config is bound to that folder (``dir``), wherever the folder now lives.
+    """
+    path = Path(path)
+    if path.is_dir():
+        saved = path / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{path}: a folder without config.yaml is not a run folder")
+        values = read_yaml(saved)
+        values["dir"] = str(path)
+        return from_dict(apply_overrides(values, overrides or []), str(saved))
+    values = apply_overrides(read_yaml(path), overrides or [])
+    return from_dict(values, str(path))
+
+
+def dump(cfg: Config) -> str:
+    """YAML text of a config (what a run folder stores as config.yaml)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,123 @@
+"""``attnless prepare``: create the run folder, train the tokenizer, encode and filter the splits.
+
+The run folder records the config, the package versions and the tokenizer. Encoded data is not
+stored: re-reading and encoding a corpus takes seconds, and keeping the corpus outside the run
+folder keeps run folders small. A run folder can only be reused with the same data, tokenizer
+and model settings; training settings (epochs, steps) may change, which is how a run is
+extended.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnless import config as config_mod
+from attnless.config import Config, ConfigError
+from attnless.data import ParallelText, load_split
+from attnless.data.batching import Examples, length_filter
+from attnless.data.tokenizer import Tokenizer, train_tokenizer
+from attnless.runs import read_json, versions, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+FIXED_SECTIONS = ("data", "tokenizer", "model")  # must match to reuse a run folder
+
+
+@dataclass
+class Prepared:
+    """Everything training and evaluation read from the data side."""
+
+    run_dir: Path
+    tokenizer: Tokenizer
+    train: Examples
+    valid: Examples
+    valid_text: ParallelText
+    stats: dict[str, Any]
+
+    def split(self, cfg: Config, name: str) -> tuple[Examples, ParallelText]:
+        """Encoded examples and raw text of a split (valid or test), never length-filtered."""
+        if name == "valid":
+            return self.valid, self.valid_text
+        text = load_split(cfg.data, name)
+        return encode(self.tokenizer, text), text
+
+
+def encode(tokenizer: Tokenizer, text: ParallelText) -> Examples:
+    return Examples(tokenizer.encode_src(text.src), tokenizer.encode_tgt(text.tgt))
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} in the run folder, {b!r} now")
+    return diffs
+
+
+def check_compatible(run_dir: Path, cfg: Config) -> None:
+    """Refuse to reuse a run folder whose data, tokenizer or model settings differ."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    old = config_mod.from_dict(config_mod.read_yaml(saved), str(saved)).to_dict()
+    new = cfg.to_dict()
+    diffs = []
+    for section in FIXED_SECTIONS:
+        diffs += _differences(old[section], new[section], f"{section}.")
+    if old["seed"] != new["seed"]:
+        diffs.append(f"seed: {old['seed']!r} in the run folder, {new['seed']!r} now")
+    if diffs:
+        raise ConfigError(
+            f"{run_dir} holds a run with different settings:\n  "
+            + "\n  ".join(diffs)
+            + "\nchoose another name (--set name=...) or delete the folder"
+        )
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Create or reuse the run folder of ``cfg``; return the tokenizer and encoded data."""
+    run_dir = cfg.run_dir()
+    check_compatible(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_text = load_split(cfg.data, "train")
+    valid_text = load_split(cfg.data, "valid")
+    try:
+        tokenizer = Tokenizer.load(run_dir)
+    except ValueError:
+        tokenizer = train_tokenizer(train_text, cfg.tokenizer, run_dir, cfg.seed)
+    train, dropped = length_filter(encode(tokenizer, train_text), cfg.data.max_len)
+    if not len(train):
+        raise ConfigError(
+            f"data.max_len={cfg.data.max_len}: every one of the {len(train_text)} training pairs "
+            f"of {train_text.name} is longer; raise data.max_len"
+        )
+    valid = encode(tokenizer, valid_text)
+    stats = {
+        "train_pairs": len(train_text),
+        "train_pairs_kept": len(train),
+        "train_pairs_dropped_over_max_len": dropped,
+        "max_len": cfg.data.max_len,
+        "valid_pairs": len(valid),
+        "src_vocab": tokenizer.src_vocab_size,
+        "tgt_vocab": tokenizer.tgt_vocab_size,
+        "train_src_tokens": sum(map(len, train.src)),
+        "train_tgt_tokens": sum(map(len, train.tgt)),
+        "sources": {"train": train_text.name, "valid": valid_text.name},
+    }
+    log.info(
+        "dropped %d of %d training pairs longer than %d tokens",
+        dropped,
+        len(train_text),
+        cfg.data.max_len,
+    )
+    write_text(run_dir / "config.yaml", config_mod.dump(cfg))
+    write_json(run_dir / "versions.json", versions())
+    if read_json(run_dir / "data.json") != stats:
+        write_json(run_dir / "data.json", stats)
+    return Prepared(run_dir, tokenizer, train, valid, valid_text, stats)

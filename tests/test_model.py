@@ -1,0 +1,170 @@
+"""The teacher Transformer: attention against a plain reference, parameter counts against the
+paper, padding invariance, incremental decoding, the fused loss and the fast dropout."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnless.config import ModelConfig
+from attnless.model import Seq2SeqTransformer, count_parameters
+from attnless.model.loss import linear_smoothed_cross_entropy, reference_smoothed_cross_entropy
+from attnless.model.ops import attention, dropout, keep_mask
+from attnless.model.transformer import PAD, Padding
+
+
+def reference_attention(q, k, v, keep=None, causal=False):
+    """softmax(q k^T / sqrt(d)) v one head at a time, with explicit loops over heads."""
+    b, h, t, d = q.shape
+    out = torch.empty_like(q)
+    for head in range(h):
+        scores = q[:, head] @ k[:, head].transpose(-1, -2) / math.sqrt(d)
+        if keep is not None:
+            scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
+        if causal:
+            s = k.size(2)
+            future = torch.ones(t, s, dtype=torch.bool).triu(s - t + 1)
+            scores = scores.masked_fill(future, float("-inf"))
+        out[:, head] = torch.softmax(scores, -1) @ v[:, head]
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_reference(causal: bool) -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 7, 8, dtype=torch.float64) for _ in range(3))
+    keep = torch.ones(3, 7, dtype=torch.bool)
+    keep[1, 5:] = False
+    keep[2, 2:] = False
+    mask = None if causal else keep[:, None, None, :]
+    expected = reference_attention(q, k, v, None if causal else keep, causal)
+    sdpa = attention(q, k, v, mask, causal=causal)  # F.scaled_dot_product_attention
+    torch.testing.assert_close(sdpa, expected)
+    # the explicit CPU path used with dropout; p -> 0 makes it deterministic
+    math_path = attention(q, k, v, mask, causal=causal, dropout_p=1e-12)
+    torch.testing.assert_close(math_path, expected)
+
+
+def test_attention_is_sdpa() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 4) for _ in range(3))
+    torch.testing.assert_close(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_parameter_counts_match_paper() -> None:
+    """paper-spec.md §1: MHA 66,048; encoder layer 198,272; decoder layer 264,576;
+    stacks with final LayerNorms 2,777,600 (vocabulary excluded)."""
+    model = Seq2SeqTransformer(100, 120, ModelConfig())
+    layer = model.encoder.layers[0]
+    attn = layer.self_attn
+    assert count_parameters(attn.core) + count_parameters(attn.out_proj) == 66_048
+    assert count_parameters(attn.core) == 49_536
+    assert count_parameters(layer) == 198_272
+    assert count_parameters(model.decoder.layers[0]) == 264_576
+    vocab = 128 * 100 + 128 * 120 + 129 * 120
+    assert count_parameters(model) - vocab == 2_777_600
+
+
+def test_paper_sites_are_named_submodules() -> None:
+    model = Seq2SeqTransformer(50, 50, ModelConfig(encoder_layers=1, decoder_layers=1))
+    names = dict(model.named_modules())
+    for name in [
+        "encoder.layers.0",
+        "encoder.layers.0.self_attn",
+        "encoder.layers.0.self_attn.core",
+        "encoder.layers.0.self_attn.out_proj",
+        "decoder.layers.0.self_attn.core",
+        "decoder.layers.0.cross_attn.core",
+        "decoder.layers.0.cross_attn.out_proj",
+    ]:
+        assert name in names, name
+
+
+def _tiny_model(seed: int = 0) -> Seq2SeqTransformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=32, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64)
+    return Seq2SeqTransformer(30, 30, cfg).eval()
+
+
+def test_padding_does_not_change_real_positions() -> None:
+    model = _tiny_model()
+    src = torch.randint(4, 30, (1, 6))
+    tgt = torch.randint(4, 30, (1, 5))
+    padded_src = torch.cat([src, torch.full((1, 4), PAD)], 1)
+    padded_tgt = torch.cat([tgt, torch.full((1, 3), PAD)], 1)
+    with torch.no_grad():
+        plain = model(src, tgt)
+        padded = model(padded_src, padded_tgt)
+    torch.testing.assert_close(padded[:, :5], plain, atol=1e-5, rtol=1e-5)
+
+
+def test_incremental_decoder_equals_full_forward() -> None:
+    model = _tiny_model()
+    src = torch.randint(4, 30, (3, 7))
+    src[0, 5:] = PAD
+    tgt = torch.randint(4, 30, (3, 6))
+    with torch.no_grad():
+        memory, memory_padding = model.encoder(src)
+        full = model.decoder(tgt, memory, memory_padding)
+        state: dict = {}
+        steps = [
+            model.decoder(tgt[:, t : t + 1], memory, memory_padding, state=state, start=t)
+            for t in range(tgt.size(1))
+        ]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_loss_matches_reference() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(700, 16, requires_grad=True)
+    generator = torch.nn.Linear(16, 3000)
+    target = torch.randint(1, 3000, (700,))
+    loss, nll = linear_smoothed_cross_entropy(hidden, generator.weight, generator.bias, target, 0.1)
+    (2 * loss).backward()
+    got = [hidden.grad.clone(), generator.weight.grad.clone(), generator.bias.grad.clone()]
+    hidden.grad = None
+    generator.zero_grad()
+    logits = generator(hidden)
+    expected = reference_smoothed_cross_entropy(logits, target, 0.1)
+    (2 * expected).backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(nll, F.cross_entropy(logits, target, reduction="sum"))
+    for a, b in zip(got, [hidden.grad, generator.weight.grad, generator.bias.grad]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_loss_without_smoothing_is_cross_entropy() -> None:
+    torch.manual_seed(1)
+    hidden = torch.randn(50, 8)
+    generator = torch.nn.Linear(8, 40)
+    target = torch.randint(1, 40, (50,))
+    loss, _ = linear_smoothed_cross_entropy(hidden, generator.weight, generator.bias, target, 0.0)
+    torch.testing.assert_close(
+        loss, F.cross_entropy(generator(hidden), target, reduction="sum"), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_fast_dropout_statistics_and_seeding() -> None:
+    torch.manual_seed(3)
+    mask = keep_mask((1000, 1000), 0.1, torch.device("cpu"))
+    assert abs(mask.float().mean().item() - 0.9) < 0.002
+    x = torch.ones(2000, 500)
+    torch.manual_seed(5)
+    a = dropout(x, 0.1, True)
+    torch.manual_seed(5)
+    b = dropout(x, 0.1, True)
+    assert torch.equal(a, b)
+    assert abs(a.mean().item() - 1.0) < 0.01
+    assert a.unique().tolist() == pytest.approx([0.0, 1 / 0.9])
+    assert torch.equal(dropout(x, 0.1, False), x)
+
+
+def test_padding_helper() -> None:
+    tokens = torch.tensor([[5, 6, PAD], [7, 8, 9]])
+    padding = Padding.from_tokens(tokens)
+    assert padding.keep.tolist() == [[True, True, False], [True, True, True]]
+    assert padding.attn_mask is not None and padding.attn_mask.shape == (2, 1, 1, 3)
+    assert Padding.from_tokens(torch.tensor([[5, 6]])).attn_mask is None

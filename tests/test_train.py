@@ -1,0 +1,121 @@
+"""Teacher training on a slice of real Multi30k: resume equivalence, checkpoints, divergence."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnless import checkpoint
+from attnless.prepare import prepare
+from attnless.runs import read_jsonl
+from attnless.train import Trainer, TrainingDiverged, noam_lr, train
+from tests.helpers import tiny_config
+
+
+def _train_losses(run_dir: Path) -> list[tuple[int, float, float]]:
+    return [
+        (r["step"], r["loss"], r["nll"])
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if r["kind"] == "train"
+    ]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path, data_dir: Path) -> None:
+    """N steps straight == N/2 steps, stop, resume, N/2 more (fairseq's reproducibility test),
+    crossing an epoch boundary and a validation on the way."""
+    small = ("data.train_subset=100", "train.epochs=5")
+    straight = tiny_config(tmp_path / "a", data_dir, *small, "train.max_steps=16")
+    summary = train(straight, progress=False)
+    assert summary["step"] == 16 and summary["epoch"] >= 1, summary  # crossed an epoch end
+
+    half = tiny_config(tmp_path / "b", data_dir, *small, "train.max_steps=8")
+    train(half, progress=False)
+    resumed = tiny_config(tmp_path / "b", data_dir, *small, "train.max_steps=16")
+    train(resumed, progress=False)
+
+    a, b = _train_losses(straight.run_dir()), _train_losses(resumed.run_dir())
+    assert [s for s, *_ in a] == list(range(1, 17))
+    assert a == b
+    model_a = checkpoint.load(straight.run_dir() / "checkpoints" / "last.pt")["model"]
+    model_b = checkpoint.load(resumed.run_dir() / "checkpoints" / "last.pt")["model"]
+    for key in model_a:
+        assert torch.equal(model_a[key], model_b[key]), key
+
+
+def test_checkpoint_holds_everything_to_resume(tmp_path: Path, data_dir: Path) -> None:
+    cfg = tiny_config(tmp_path, data_dir, "train.epochs=1")
+    train(cfg, progress=False)
+    run = cfg.run_dir()
+    for name in ["config.yaml", "versions.json", "spm.model", "metrics.jsonl", "data.json"]:
+        assert (run / name).is_file(), name
+    payload = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert {"model", "optimizer", "state", "rng", "config", "tokenizer", "versions"} <= set(payload)
+    assert payload["state"]["epoch"] == 1 and payload["state"]["batch_in_epoch"] == 0
+    assert "spm.model" in payload["tokenizer"]
+    assert (run / "checkpoints" / "best.pt").is_file()
+    records = read_jsonl(run / "metrics.jsonl")
+    epoch = [r for r in records if r["kind"] == "epoch"]
+    assert len(epoch) == 1 and epoch[0]["valid_loss"] > 0
+    # training the finished run again does nothing
+    again = train(cfg, progress=False)
+    assert again["step"] == payload["state"]["step"]
+
+
+def test_loss_decreases(tmp_path: Path, data_dir: Path) -> None:
+    cfg = tiny_config(tmp_path, data_dir, "train.epochs=4", "train.warmup=30", "train.log_every=5")
+    train(cfg, progress=False)
+    losses = [loss for _, loss, _ in _train_losses(cfg.run_dir())]
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config(tmp_path, data_dir, "train.epochs=1")
+    train(cfg, progress=False)
+    last = cfg.run_dir() / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+
+    import attnless.train as train_mod
+
+    real = train_mod.batch_loss
+
+    def poisoned(model, batch, eps):
+        loss, nll, tokens = real(model, batch, eps)
+        return loss * float("nan"), nll, tokens
+
+    monkeypatch.setattr(train_mod, "batch_loss", poisoned)
+    more = tiny_config(tmp_path, data_dir, "train.epochs=2")
+    with pytest.raises(TrainingDiverged, match="non-finite training loss"):
+        train(more, progress=False)
+    assert last.read_bytes() == before
+
+
+def test_changed_model_settings_refuse_the_run_folder(tmp_path: Path, data_dir: Path) -> None:
+    cfg = tiny_config(tmp_path, data_dir, "train.max_steps=1")
+    train(cfg, progress=False)
+    other = tiny_config(tmp_path, data_dir, "model.ffn_dim=48", "train.max_steps=1")
+    with pytest.raises(ValueError, match="model.ffn_dim: 32 in the run folder, 48 now"):
+        train(other, progress=False)
+
+
+def test_noam_schedule_peak() -> None:
+    assert noam_lr(4000, 128, 4000) == pytest.approx(1.3975e-3, rel=1e-4)
+    assert noam_lr(2000, 128, 4000) < noam_lr(4000, 128, 4000) > noam_lr(8000, 128, 4000)
+
+
+def test_trainer_runs_moved_run_folder(tmp_path: Path, data_dir: Path) -> None:
+    """A run folder is self-contained: moved elsewhere, it still resumes."""
+    from attnless import config as config_mod
+
+    cfg = tiny_config(tmp_path, data_dir, "train.max_steps=2")
+    train(cfg, progress=False)
+    moved = tmp_path / "moved"
+    shutil.move(str(cfg.run_dir()), moved)
+    loaded = config_mod.load(moved, ["train.max_steps=4"])
+    trainer = Trainer(loaded, prepare(loaded), progress=False)
+    assert trainer.state.step == 2
+    assert trainer.fit()["step"] == 4
