@@ -2,12 +2,12 @@
 
 Every place the paper cuts the model is a submodule with a stable name:
 
-- ``encoder.layers[i]``                       whole encoder layer (ELR site)
-- ``encoder.layers[i].self_attn``             LN + attention + W_O + dropout + residual (ALRR site)
-- ``encoder.layers[i].self_attn.core``        QKV projections + softmax over all heads (ALR/ASLR site)
-- ``encoder.layers[i].self_attn.out_proj``    the output projection W_O (kept by ALR)
-- ``decoder.layers[i].self_attn.core``        causal decoder self-attention core
-- ``decoder.layers[i].cross_attn.core``       cross-attention core
+- ``encoder.layers[i]``: the whole encoder layer (ELR site)
+- ``encoder.layers[i].self_attn``: LN + attention + W_O + dropout + residual (ALRR site)
+- ``encoder.layers[i].self_attn.core``: QKV projections + softmax, all heads (ALR/ASLR site)
+- ``encoder.layers[i].self_attn.out_proj``: the output projection W_O (kept by ALR)
+- ``decoder.layers[i].self_attn.core``: the causal decoder self-attention core
+- ``decoder.layers[i].cross_attn.core``: the cross-attention core
 
 A core maps the layer-normed input (B, T, d) to the concatenated head outputs (B, T, d), i.e.
 ``softmax(QK^T / sqrt(hd) + mask) V`` with heads laid out head-major per token, before W_O.
