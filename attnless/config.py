@@ -98,10 +98,33 @@ class DecodeConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Students: which attention blocks to replace, and how to train the replacements."""
+
+    replace: list[str] = field(default_factory=lambda: ["encoder.self=alr:M"])  # site=method:sizes
+    layers: str = "all"  # all | 0-5 | 0,2,4
+    n: int = 50  # fixed sentence length of the replacement networks (the paper's MAX_LEN)
+    epochs: int = 21
+    max_steps: int | None = None
+    batch_size: int = 2000  # sentences per batch (the paper's)
+    lr: float | None = None  # default: the method's learning rate from the paper
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+    teacher_checkpoint: str = "best"
+    cross_causal: bool = True  # cross-attention students see decoder positions <= i only
+    validate_every_epoch: bool = True
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
 class EvalConfig:
     splits: list[str] = field(default_factory=lambda: ["test"])
     checkpoint: str = "best"  # best | last
     chrf: bool = True
+    replace: list[str] = field(default_factory=list)  # site=method:size; empty = the teacher
+    layers: str = "all"
+    finetune_epochs: int = 0  # fine-tune the hybrid end to end after insertion (not the paper)
 
 
 @dataclass
@@ -115,6 +138,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def run_dir(self) -> Path:
@@ -244,6 +268,8 @@ def validate(cfg: Config) -> Config:
         "train.warmup": cfg.train.warmup,
         "data.max_len": cfg.data.max_len,
         "decode.beam": cfg.decode.beam,
+        "distill.n": cfg.distill.n,
+        "distill.batch_size": cfg.distill.batch_size,
     }
     for key, value in positive.items():
         if value <= 0:

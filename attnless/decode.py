@@ -39,13 +39,13 @@ is the best hypothesis of fairseq's rule-1 search.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnless import hardware
 from attnless.config import DecodeConfig
 from attnless.data.batching import pad
 from attnless.model.transformer import BOS, EOS, PAD, Padding, Seq2SeqTransformer, reorder_state
@@ -348,21 +348,24 @@ def translate_ids(
     device: torch.device | str | None = None,
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    max_positions: int | None = None,
 ) -> list[list[int]]:
     """Decode source id lists (no BOS/EOS); hypotheses (no BOS/EOS) in the input order.
 
     ``device`` defaults to the model's; ``autocast_dtype`` runs the model under
-    ``torch.autocast`` with that dtype. The model is put in eval mode and restored afterwards.
+    ``torch.autocast`` with that dtype; ``max_positions`` caps the decoder input length (default:
+    the model's position table; fixed-length replacement networks need less). The model is put
+    in eval mode and restored afterwards.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    positions = model.decoder.embed.positions.size(0)
+    positions = max_positions or model.decoder.embed.positions.size(0)
     caps = [max_output_length(len(s), cfg, positions) for s in src_ids]
     batches = make_batches([max(len(s), 1) for s in src_ids], cfg.batch_tokens)
     results: list[list[int]] = [[] for _ in src_ids]
     was_training = model.training
     model.eval()
     try:
-        with _autocast(device, autocast_dtype):
+        with hardware.autocast(device, autocast_dtype):
             for batch in _maybe_progress(batches, progress):
                 src = _source_tensor([src_ids[i] for i in batch], device)
                 batch_caps = [caps[i] for i in batch]
@@ -377,12 +380,6 @@ def translate_ids(
     finally:
         model.train(was_training)
     return results
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _maybe_progress(batches: list[list[int]], show: bool) -> Iterator[list[int]]:

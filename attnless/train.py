@@ -56,7 +56,7 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
     kwargs: dict[str, Any] = {"lr": 0.0, "betas": t.betas, "eps": t.eps}
     if t.weight_decay:
         kwargs["weight_decay"] = t.weight_decay
-    return torch.optim.Adam(model.parameters(), foreach=True, **kwargs)
+    return torch.optim.Adam(model.parameters(), fused=True, **kwargs)
 
 
 def batch_loss(
@@ -246,8 +246,10 @@ class Trainer:
                     if self._finished():
                         break
                 if state.batch_in_epoch >= len(batches):
+                    if window["tokens"]:
+                        self._log_window(window)
                     self._end_epoch()
-                    window["t0"] = time.perf_counter()  # validation is not training time
+                    window = self._new_window()  # validation is not training time
         if window["tokens"]:
             self._log_window(window)
         self.save()

@@ -126,6 +126,25 @@ def epoch_batches(examples: Examples, max_tokens: int, seed: int, epoch: int) ->
     return [batches[i] for i in perm]
 
 
+def sentence_batches(
+    examples: Examples, batch_size: int, seed: int, epoch: int | None
+) -> list[list[int]]:
+    """Batches of ``batch_size`` pairs of similar length (distillation: the students' cost is
+    per sentence). Ties and batch order are shuffled by ``seed`` and ``epoch``; ``epoch=None``
+    gives deterministic length-sorted batches (validation)."""
+    if epoch is None:
+        order = list(range(len(examples)))
+    else:
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(examples), generator=generator).tolist()
+    order.sort(key=lambda i: (len(examples.src[i]), len(examples.tgt[i])))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if epoch is not None:
+        perm = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[i] for i in perm]
+    return batches
+
+
 def eval_batches(examples: Examples, max_tokens: int) -> list[list[int]]:
     """Deterministic length-sorted batches for validation (no shuffling)."""
     order = sorted(range(len(examples)), key=lambda i: (len(examples.tgt[i]), len(examples.src[i])))

@@ -112,10 +112,12 @@ class CrossAttentionCore(nn.Module):
     def forward(
         self,
         x: Tensor,
+        padding: Padding,
         memory: Tensor,
         memory_padding: Padding,
         state: IncrementalState | None = None,
     ) -> Tensor:
+        """``padding`` (of the decoder side) is unused here; replacement networks need it."""
         b, t, d = x.shape
         h = self.heads
         q = self.q(x).view(b, t, h, d // h).transpose(1, 2)
@@ -166,11 +168,12 @@ class CrossAttentionBlock(nn.Module):
     def forward(
         self,
         y: Tensor,
+        padding: Padding,
         memory: Tensor,
         memory_padding: Padding,
         state: IncrementalState | None = None,
     ) -> Tensor:
-        attended = self.core(self.norm(y), memory, memory_padding, state)
+        attended = self.core(self.norm(y), padding, memory, memory_padding, state)
         return y + self.dropout(self.out_proj(attended))
 
 
@@ -220,7 +223,7 @@ class DecoderLayer(nn.Module):
         state: IncrementalState | None = None,
     ) -> Tensor:
         y = self.self_attn(y, padding, state)
-        y = self.cross_attn(y, memory, memory_padding, state)
+        y = self.cross_attn(y, padding, memory, memory_padding, state)
         return self.ffn(y)
 
 

@@ -1,0 +1,425 @@
+"""``attnless distill``: train replacement networks against the frozen teacher, online.
+
+One teacher forward pass per batch captures, with forward hooks, the input and output of every
+requested site (any layers, any mix of methods and sizes); every student that learns from a
+captured site then takes its step on those tensors. Nothing is written to disk but the
+students' checkpoints. Each student is trained independently on the teacher's own activations
+(the paper's per-layer training) with MSE over the non-padded elements.
+
+Students live in ``<run>/students/<site>/<method>-<size>/layer<i>.pt``; each checkpoint holds
+the network, its optimizer, its training position and the settings it was built with, and is
+written atomically at every epoch end, so an interrupted job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnless import checkpoint, hardware
+from attnless.config import Config, ConfigError
+from attnless.data.batching import Examples, collate, sentence_batches
+from attnless.model import count_parameters
+from attnless.model.sites import (
+    SIZES,
+    Method,
+    ReplacementError,
+    check_layers,
+    get_method,
+    get_module,
+    layer_count,
+)
+from attnless.prepare import Prepared, prepare
+from attnless.progress import progress_bar
+from attnless.runs import append_jsonl, versions
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """One student: a method with a size at one layer."""
+
+    site: str
+    method: str
+    size: str
+    layer: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}.{self.method}-{self.size}.{self.layer}"
+
+    def path(self, run_dir: Path) -> Path:
+        return (
+            run_dir
+            / "students"
+            / self.site
+            / f"{self.method}-{self.size}"
+            / f"layer{self.layer}.pt"
+        )
+
+
+def parse_layers(text: str, count: int) -> list[int]:
+    """``all``, ``0-5`` or ``0,2,4`` -> sorted layer indices, checked against ``count``."""
+    text = str(text).strip()
+    if text == "all":
+        return list(range(count))
+    layers: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+            layers.update(range(first, last + 1))
+    except ValueError:
+        raise ReplacementError(f"layers {text!r}: expected all, 0-5 or 0,2,4") from None
+    bad = sorted(i for i in layers if not 0 <= i < count)
+    if bad:
+        raise ReplacementError(
+            f"layer {bad[0]} is out of range: the teacher has {count} layers (0-{count - 1})"
+        )
+    return sorted(layers)
+
+
+def parse_replace(text: str) -> tuple[str, str, list[str]]:
+    """``encoder.self=alr:S,M`` -> (site, method, sizes), every part checked."""
+    site, eq, rest = text.partition("=")
+    method, colon, sizes = rest.partition(":")
+    if not eq or not colon or not sizes:
+        raise ReplacementError(
+            f"--replace {text!r}: expected site=method:size[,size], e.g. encoder.self=alr:M"
+        )
+    get_method(site.strip(), method.strip())
+    size_list = [s.strip().upper() for s in sizes.split(",") if s.strip()]
+    for size in size_list:
+        if size not in SIZES:
+            raise ReplacementError(f"--replace {text!r}: unknown size {size!r}; expected {SIZES}")
+    return site.strip(), method.strip(), size_list
+
+
+def expand_specs(replace: list[str], layers: str, model: nn.Module) -> list[StudentSpec]:
+    """All students named by ``--replace`` specs and ``--layers``."""
+    if not replace:
+        raise ReplacementError("nothing to replace: give at least one site=method:size")
+    specs: list[StudentSpec] = []
+    for text in replace:
+        site, method, sizes = parse_replace(text)
+        chosen = parse_layers(layers, layer_count(model, site))
+        check_layers(model, site, chosen)
+        specs += [StudentSpec(site, method, size, i) for size in sizes for i in chosen]
+    return list(dict.fromkeys(specs))
+
+
+def build_student(spec: StudentSpec, cfg: Config) -> nn.Module:
+    method = get_method(spec.site, spec.method)
+    options = {"heads": cfg.model.heads, "causal": cfg.distill.cross_causal}
+    return method.build(cfg.distill.n, cfg.model.d_model, spec.size, options)
+
+
+def student_meta(spec: StudentSpec, cfg: Config, student: nn.Module) -> dict[str, Any]:
+    """What a student was built for; checked when it is loaded into a teacher."""
+    return {
+        "site": spec.site,
+        "method": spec.method,
+        "size": spec.size,
+        "layer": spec.layer,
+        "n": cfg.distill.n,
+        "d_model": cfg.model.d_model,
+        "heads": cfg.model.heads,
+        "cross_causal": cfg.distill.cross_causal,
+        "params": count_parameters(student),
+        "teacher": {"checkpoint": cfg.distill.teacher_checkpoint},
+    }
+
+
+# --------------------------------------------------------------------------- capture
+
+
+class Capture:
+    """Forward hooks that record (args, output) of teacher modules for one forward pass."""
+
+    def __init__(self, model: nn.Module, paths: list[str]) -> None:
+        self.records: dict[str, tuple[tuple, Tensor]] = {}
+        self._handles = [
+            get_module(model, path).register_forward_hook(self._hook(path)) for path in paths
+        ]
+
+    def _hook(self, path: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            self.records[path] = (args, output.detach())
+
+        return hook
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def masked_mse(prediction: Tensor, target: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum of squared errors over real positions, and the number of real elements."""
+    diff = (prediction.float() - target.float()) * keep[..., None]
+    return diff.square().sum(), keep.sum() * target.size(-1)
+
+
+# --------------------------------------------------------------------------- students
+
+
+@dataclass
+class Student:
+    spec: StudentSpec
+    method: Method
+    module_path: str
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr: float
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.batch_in_epoch
+
+
+class Distiller:
+    """Trains a set of students from one frozen teacher, sharing every teacher pass."""
+
+    def __init__(self, cfg: Config, prepared: Prepared, progress: bool = True) -> None:
+        from attnless.train import load_model
+
+        self.cfg = cfg
+        self.run_dir = prepared.run_dir
+        self.progress = progress and cfg.distill.progress
+        self.device = hardware.resolve_device(cfg.train.device)
+        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
+        if self.device.type == "cpu":
+            hardware.tune_cpu_runtime(cfg.train.threads)
+        self.teacher, payload = load_model(
+            self.run_dir, cfg.distill.teacher_checkpoint, self.device
+        )
+        self.teacher_step = payload["state"]["step"]
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        n = cfg.distill.n
+        self.train_data = _fit_length(prepared.train, n)
+        self.valid_data = _fit_length(prepared.valid, n)
+        if not len(self.train_data):
+            raise ConfigError(f"distill.n={n}: no training pair fits {n} positions")
+        specs = expand_specs(cfg.distill.replace, cfg.distill.layers, self.teacher)
+        self.students = [self._make_student(spec) for spec in specs]
+        self.metrics_path = self.run_dir / "students" / "metrics.jsonl"
+        self.encoder_only = all(s.spec.site.startswith("encoder") for s in self.students)
+
+    def _make_student(self, spec: StudentSpec) -> Student:
+        torch.manual_seed(self.cfg.seed * 1_000_003 + zlib.crc32(spec.key.encode()))
+        method = get_method(spec.site, spec.method)
+        net = build_student(spec, self.cfg).to(self.device)
+        lr = self.cfg.distill.lr or method.lr
+        d = self.cfg.distill
+        optimizer = torch.optim.Adam(
+            net.parameters(), lr=lr, betas=d.betas, eps=d.eps, foreach=True
+        )
+        student = Student(spec, method, method.path(spec.layer), net, optimizer, lr)
+        path = spec.path(self.run_dir)
+        if path.exists():
+            payload = checkpoint.load(path, self.device)
+            self._check_meta(path, payload["meta"], spec, net)
+            net.load_state_dict(payload["student"])
+            optimizer.load_state_dict(payload["optimizer"])
+            student.epoch, student.batch_in_epoch, student.step = payload["position"]
+            student.history = payload.get("history", [])
+        return student
+
+    def _check_meta(self, path: Path, meta: dict, spec: StudentSpec, net: nn.Module) -> None:
+        expected = student_meta(spec, self.cfg, net)
+        for key in ("site", "method", "size", "layer", "n", "d_model", "heads", "params"):
+            if meta.get(key) != expected[key]:
+                raise ReplacementError(
+                    f"{path}: {key} is {meta.get(key)!r} but this job needs {expected[key]!r}; "
+                    "delete it or use another run folder"
+                )
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, student: Student) -> None:
+        payload = {
+            "student": student.net.state_dict(),
+            "optimizer": student.optimizer.state_dict(),
+            "position": (student.epoch, student.batch_in_epoch, student.step),
+            "meta": {
+                **student_meta(student.spec, self.cfg, student.net),
+                "teacher": {
+                    "checkpoint": self.cfg.distill.teacher_checkpoint,
+                    "step": self.teacher_step,
+                },
+                "lr": student.lr,
+            },
+            "history": student.history,
+            "config": self.cfg.to_dict(),
+            "versions": versions(),
+        }
+        checkpoint.save(student.spec.path(self.run_dir), payload)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    # ---------------------------------------------------------------- training
+
+    def _teacher_pass(self, batch) -> dict[str, tuple[tuple, Tensor]]:
+        paths = sorted({s.module_path for s in self.students})
+        capture = Capture(self.teacher, paths)
+        try:
+            with torch.no_grad(), hardware.autocast(self.device, self.dtype):
+                if self.encoder_only:
+                    self.teacher.encoder(batch.src)
+                else:
+                    self.teacher(batch.src, batch.tgt_in)
+        finally:
+            capture.close()
+        return capture.records
+
+    def _student_step(self, student: Student, args: tuple, target: Tensor) -> float:
+        student.net.train()
+        with hardware.autocast(self.device, self.dtype):
+            prediction = student.net(*args)
+        sse, count = masked_mse(prediction, target, args[1].keep)
+        loss = sse / count
+        student.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        student.optimizer.step()
+        student.step += 1
+        return loss.detach()
+
+    def _finished(self, student: Student) -> bool:
+        d = self.cfg.distill
+        return student.epoch >= d.epochs or (
+            d.max_steps is not None and student.step >= d.max_steps
+        )
+
+    def fit(self) -> dict[str, Any]:
+        """Train every student to ``distill.epochs`` (or ``distill.max_steps``)."""
+        d, seed = self.cfg.distill, self.cfg.seed
+        active = [s for s in self.students if not self._finished(s)]
+        if not active:
+            return self.summary()
+        epoch, batch_index = min(s.position() for s in active)
+        per_epoch = len(sentence_batches(self.train_data, d.batch_size, seed, 0))
+        total = per_epoch * d.epochs - (epoch * per_epoch + batch_index)
+        if d.max_steps is not None:
+            total = min(total, d.max_steps - min(s.step for s in active))
+        start = time.perf_counter()
+        losses: dict[str, Tensor] = {}
+        with progress_bar("distill", total, self.progress) as bar:
+            while active:
+                batches = sentence_batches(self.train_data, d.batch_size, seed, epoch)
+                bar.set_description(f"distill epoch {epoch + 1}/{d.epochs}")
+                for index in range(len(batches)):
+                    learners = [
+                        s
+                        for s in active
+                        if s.position() == (epoch, index) and not self._finished(s)
+                    ]
+                    if not learners:
+                        continue
+                    batch = collate(self.train_data, batches[index]).to(self.device)
+                    records = self._teacher_pass(batch)
+                    for student in learners:
+                        args, target = records[student.module_path]
+                        losses[student.spec.key] = self._student_step(student, args, target)
+                        student.batch_in_epoch += 1
+                    if learners[0].step % d.log_every == 0:
+                        self._log_losses(learners, losses, epoch)
+                    bar.advance(1, **_short_losses(losses))
+                for student in active:
+                    if student.position() == (epoch, len(batches)):
+                        student.epoch, student.batch_in_epoch = epoch + 1, 0
+                        self._end_epoch(student)
+                    elif self._finished(student):
+                        self.save(student)  # stopped by distill.max_steps within the epoch
+                active = [s for s in active if not self._finished(s)]
+                epoch += 1
+        self._log({"kind": "distill_done", "seconds": time.perf_counter() - start})
+        return self.summary()
+
+    def _log_losses(self, learners: list[Student], losses: dict[str, Tensor], epoch: int) -> None:
+        for student in learners:
+            self._log(
+                {
+                    "kind": "distill",
+                    "student": student.spec.key,
+                    "epoch": epoch + 1,
+                    "step": student.step,
+                    "mse": float(losses[student.spec.key]),
+                }
+            )
+
+    def _end_epoch(self, student: Student) -> None:
+        record: dict[str, Any] = {"epoch": student.epoch, "step": student.step}
+        if self.cfg.distill.validate_every_epoch and len(self.valid_data):
+            record["valid_mse"] = self.validate([student])[student.spec.key]
+        student.history.append(record)
+        self._log({"kind": "distill_epoch", "student": student.spec.key, **record})
+        self.save(student)
+
+    @torch.no_grad()
+    def validate(self, students: list[Student] | None = None) -> dict[str, float]:
+        """MSE over the non-padded elements of the valid split, per student."""
+        students = students or self.students
+        totals = {s.spec.key: [0.0, 0] for s in students}
+        for indices in sentence_batches(self.valid_data, self.cfg.distill.batch_size, 0, None):
+            batch = collate(self.valid_data, indices).to(self.device)
+            records = self._teacher_pass(batch)
+            for student in students:
+                args, target = records[student.module_path]
+                student.net.eval()
+                with hardware.autocast(self.device, self.dtype):
+                    prediction = student.net(*args)
+                sse, count = masked_mse(prediction, target, args[1].keep)
+                totals[student.spec.key][0] += float(sse)
+                totals[student.spec.key][1] += int(count)
+        return {key: sse / max(count, 1) for key, (sse, count) in totals.items()}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "students": {
+                s.spec.key: {
+                    "epoch": s.epoch,
+                    "step": s.step,
+                    "params": count_parameters(s.net),
+                    "valid_mse": next(
+                        (h["valid_mse"] for h in reversed(s.history) if "valid_mse" in h), math.nan
+                    ),
+                }
+                for s in self.students
+            },
+        }
+
+
+def _fit_length(examples: Examples, n: int) -> Examples:
+    """Pairs whose source and decoder input (BOS + target) fit ``n`` positions."""
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(examples.src, examples.tgt))
+        if 0 < len(s) <= n and len(t) + 1 <= n
+    ]
+    return examples.select(keep)
+
+
+def _short_losses(losses: dict[str, Tensor]) -> dict[str, float]:
+    return {key.split(".", 2)[-1]: float(value) for key, value in losses.items()}
+
+
+def distill(cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """Distil the students named by ``cfg.distill`` from the teacher of ``cfg``'s run folder."""
+    return Distiller(cfg, prepare(cfg), progress=progress).fit()

@@ -1,0 +1,169 @@
+"""Hybrid models: the teacher with distilled students installed at the requested sites.
+
+Every student checkpoint is checked against the teacher and the request (site, method, size,
+layer, fixed length n, model width, and the teacher checkpoint it was distilled from) before
+anything is installed; a mismatch is a clear error and changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnless import checkpoint
+from attnless.config import Config
+from attnless.distill import StudentSpec, build_student, expand_specs, student_meta
+from attnless.model import Seq2SeqTransformer, count_parameters
+from attnless.model.sites import ReplacementError, get_method, install
+
+
+@dataclass
+class Hybrid:
+    model: Seq2SeqTransformer
+    specs: list[StudentSpec]
+    n: int
+    student_params: int = 0
+    replaced_params: int = 0
+    by_site: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def encoder_side(self) -> bool:
+        """Whether the source must fit ``n`` positions (encoder or cross replacements)."""
+        return any(s.site in ("encoder.self", "decoder.cross") for s in self.specs)
+
+    @property
+    def decoder_side(self) -> bool:
+        """Whether the decoder input must fit ``n`` positions."""
+        return any(s.site.startswith("decoder") for s in self.specs)
+
+
+def variant_name(replace: list[str], layers: str) -> str:
+    """A file-system-safe name of a replacement request, e.g. ``encoder.self-alr-M.L0-5``."""
+    parts = []
+    for text in replace:
+        site, _, rest = text.partition("=")
+        parts.append(f"{site.strip()}-{rest.replace(':', '-').replace(',', '_').strip()}")
+    return "+".join(parts) + f".L{layers.replace(',', '_')}"
+
+
+def load_student(spec: StudentSpec, cfg: Config, teacher_step: int, device) -> nn.Module:
+    """Load one student checkpoint, checking it fits the teacher and the request."""
+    path = spec.path(cfg.run_dir())
+    if not path.is_file():
+        raise ReplacementError(
+            f"{path}: no student for {spec.key}; run `attnless distill` with "
+            f"--replace {spec.site}={spec.method}:{spec.size} first"
+        )
+    payload = checkpoint.load(path, device)
+    student = build_student(spec, cfg)
+    expected = student_meta(spec, cfg, student)
+    meta = payload.get("meta", {})
+    for key in ("site", "method", "size", "layer", "n", "d_model", "heads", "params"):
+        if meta.get(key) != expected[key]:
+            raise ReplacementError(
+                f"{path}: {key} is {meta.get(key)!r} but the request needs {expected[key]!r}"
+            )
+    distilled_from = meta.get("teacher", {}).get("step")
+    if distilled_from != teacher_step:
+        raise ReplacementError(
+            f"{path}: distilled from the teacher at step {distilled_from}, but the teacher "
+            f"checkpoint is at step {teacher_step}; distil again"
+        )
+    try:
+        student.load_state_dict(payload["student"])
+    except RuntimeError as err:
+        raise ReplacementError(f"{path}: weights do not fit the student ({err})") from None
+    return student.to(device)
+
+
+def build_hybrid(
+    teacher: Seq2SeqTransformer, teacher_step: int, cfg: Config, replace: list[str], layers: str
+) -> Hybrid:
+    """A copy of ``teacher`` with the students of ``replace`` x ``layers`` installed."""
+    specs = expand_specs(replace, layers, teacher)
+    seen: dict[tuple[str, int], StudentSpec] = {}
+    for spec in specs:
+        other = seen.setdefault((spec.site, spec.layer), spec)
+        if other is not spec:
+            raise ReplacementError(
+                f"two replacements for {spec.site} layer {spec.layer}: "
+                f"{other.method}:{other.size} and {spec.method}:{spec.size}; give one per site"
+            )
+    paths = {spec: get_method(spec.site, spec.method).path(spec.layer) for spec in specs}
+    for a in specs:
+        for b in specs:
+            if a is not b and paths[b].startswith(paths[a] + "."):
+                raise ReplacementError(
+                    f"{a.key} replaces {paths[a]}, which contains {paths[b]} ({b.key})"
+                )
+    device = next(teacher.parameters()).device
+    students = {spec: load_student(spec, cfg, teacher_step, device) for spec in specs}
+    model = copy.deepcopy(teacher)
+    hybrid = Hybrid(model, specs, cfg.distill.n)
+    for spec in sorted(specs, key=lambda s: -len(paths[s])):
+        original = install(model, paths[spec], students[spec])
+        site = hybrid.by_site.setdefault(
+            spec.site, {"method": spec.method, "size": spec.size, "layers": [], "params": 0}
+        )
+        site["layers"].append(spec.layer)
+        site["params"] += count_parameters(students[spec])
+        site["replaced_params"] = site.get("replaced_params", 0) + count_parameters(original)
+        hybrid.student_params += count_parameters(students[spec])
+        hybrid.replaced_params += count_parameters(original)
+    model.eval()
+    return hybrid
+
+
+def finetune(hybrid: Hybrid, cfg: Config, prepared, epochs: int, progress: bool) -> dict:
+    """Train the whole hybrid end to end on the training split (beyond the paper).
+
+    Uses the teacher's objective (label-smoothed cross-entropy) with Adam at a constant
+    learning rate of ``distill.lr`` (default 1e-4), on pairs that fit ``n`` positions.
+    """
+    from attnless import hardware
+    from attnless.data.batching import collate, epoch_batches
+    from attnless.distill import _fit_length
+    from attnless.progress import progress_bar
+    from attnless.train import batch_loss
+
+    model = hybrid.model
+    device = next(model.parameters()).device
+    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    data = _fit_length(prepared.train, hybrid.n)
+    d = cfg.distill
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=d.lr or 1e-4, betas=d.betas, eps=d.eps, foreach=True
+    )
+    torch.manual_seed(cfg.seed)
+    model.train()
+    losses = []
+    total = sum(
+        len(epoch_batches(data, cfg.train.max_tokens, cfg.seed, 1000 + e)) for e in range(epochs)
+    )
+    with progress_bar("fine-tune", total, progress) as bar:
+        for epoch in range(epochs):
+            for indices in epoch_batches(data, cfg.train.max_tokens, cfg.seed, 1000 + epoch):
+                batch = collate(data, indices).to(device)
+                with hardware.autocast(device, dtype):
+                    loss, _, tokens = batch_loss(model, batch, cfg.train.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                (loss / tokens).backward()
+                optimizer.step()
+                losses.append(float(loss) / int(tokens))
+                bar.advance(1, loss=losses[-1])
+    model.eval()
+    return {"finetune_epochs": epochs, "finetune_final_loss": losses[-1] if losses else None}
+
+
+def describe(hybrid: Hybrid) -> dict[str, Any]:
+    return {
+        "replacements": hybrid.by_site,
+        "student_params": hybrid.student_params,
+        "replaced_params": hybrid.replaced_params,
+        "params_ratio": hybrid.student_params / max(hybrid.replaced_params, 1),
+        "n": hybrid.n,
+    }
