@@ -108,19 +108,73 @@ def train(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> No
     _print_record("training finished", summary)
 
 
+ReplaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--replace",
+        "-r",
+        help="site=method:size, e.g. encoder.self=alr:M (sizes XS S M L XL; several sizes "
+        "comma-separated for distill). Sites: encoder.self (alr aslr alrr elr), decoder.self "
+        "(alr), decoder.cross (alr). Repeatable.",
+        show_default=False,
+    ),
+]
+LayersOpt = Annotated[
+    str | None, typer.Option("--layers", "-l", help="Layers to replace: all, 0-5 or 0,2,4.")
+]
+
+
+@app.command()
+def distill(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    replace: ReplaceOpt = None,
+    layers: LayersOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train replacement networks against the frozen teacher (one shared teacher pass)."""
+    from attnless.distill import distill as run_distill
+
+    _setup_logging(quiet)
+    cfg = load_config(config, set_)
+    if replace:
+        cfg.distill.replace = replace
+    if layers is not None:
+        cfg.distill.layers = layers
+    try:
+        summary = run_distill(cfg, progress=not quiet)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    table = Table(title=f"students in {summary['run_dir']}")
+    for column in ("student", "epoch", "step", "params", "valid MSE"):
+        table.add_column(column)
+    for key, info in summary["students"].items():
+        row = [key, str(info["epoch"]), str(info["step"]), f"{info['params']:,}"]
+        table.add_row(*row, f"{info['valid_mse']:.4g}")
+    Console().print(table)
+
+
 @app.command()
 def evaluate(
     config: ConfigArg,
     set_: SetOpt = None,
+    replace: ReplaceOpt = None,
+    layers: LayersOpt = None,
     split: Annotated[
         list[str] | None,
         typer.Option("--split", help="Split(s) to score: test, valid. Default: eval.splits."),
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="best or last.")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Teacher checkpoint: best or last.")
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None,
+        typer.Option(help="Fine-tune the hybrid end to end for N epochs first (not the paper)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode a split with the trained teacher and print sacreBLEU and chrF."""
+    """Decode a split with the teacher (or, with --replace, the hybrid) and print sacreBLEU."""
     from attnless.evaluate import evaluate as run_evaluate
 
     _setup_logging(quiet)
@@ -129,6 +183,12 @@ def evaluate(
         cfg.decode.beam = beam
     if checkpoint is not None:
         cfg.eval.checkpoint = checkpoint
+    if replace:
+        cfg.eval.replace = replace
+    if layers is not None:
+        cfg.eval.layers = layers
+    if finetune_epochs is not None:
+        cfg.eval.finetune_epochs = finetune_epochs
     try:
         results = run_evaluate(cfg, split or None, progress=not quiet)
     except (ValueError, OSError) as err:
@@ -178,6 +238,94 @@ def translate(
         console.print(json.dumps(stats))
     else:
         sys.stdout.write(text)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[
+        Path,
+        typer.Argument(help="A sweep spec, e.g. experiments/encoder.yaml.", show_default=False),
+    ],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Preset name (experiments/<name>.yaml) or YAML file; overrides the spec's."
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cells and estimate the time; run nothing.")
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="i/n: run cells i, i+n, i+2n, ... (0-based), e.g. "
+            "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder. Default: sweeps/<spec name>.")
+    ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(help="Teacher run folders. Default: runs/ beside the sweep folder."),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run (or continue) a sweep: teachers, students and one result line per cell."""
+    from attnless.sweep import Sweep, load_spec, parse_shard
+
+    _setup_logging(quiet)
+    try:
+        loaded = load_spec(spec, preset, set_ or [])
+        runner = Sweep(loaded, out, runs, parse_shard(shard), progress=not quiet)
+    except ConfigError as err:
+        console.print(f"[red]spec error:[/red] {err}")
+        raise typer.Exit(2) from None
+    if dry_run:
+        typer.echo(runner.dry_run())
+        return
+    try:
+        counts = runner.run()
+    except (ValueError, OSError) as err:
+        _fail(err)
+    console.print(
+        f"sweep {runner.spec.name}: {counts['evaluated']} cells run, {counts['skipped']} were "
+        f"finished, {counts['busy']} busy elsewhere; results in {runner.results_path}"
+    )
+
+
+@app.command()
+def report(
+    sweep_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A sweep folder (sweeps/encoder) or its spec (experiments/encoder.yaml).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder. Default: <sweep folder>/report.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Tables (markdown, CSV) and figures (PNG) of a sweep's results, laid out like the paper's."""
+    from attnless.report import report as run_report
+
+    _setup_logging(True)
+    if sweep_dir.is_file():
+        values = config_mod.read_yaml(sweep_dir)
+        sweep_dir = Path("sweeps") / str(values.get("name") or sweep_dir.stem)
+    try:
+        summary = run_report(
+            sweep_dir, out, warn=lambda text: console.print(f"[yellow]warning:[/yellow] {text}")
+        )
+    except (ValueError, OSError) as err:
+        _fail(err)
+    if not quiet:
+        typer.echo(summary["markdown"])
+    files = ", ".join(summary["files"])
+    console.print(f"report of {summary['cells']} cells in {summary['out']}: {files}")
 
 
 def main() -> None:

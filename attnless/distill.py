@@ -340,11 +340,12 @@ class Distiller:
                     if learners[0].step % d.log_every == 0:
                         self._log_losses(learners, losses, epoch)
                     bar.advance(1, **_short_losses(losses))
+                ended = [s for s in active if s.position() == (epoch, len(batches))]
+                for student in ended:
+                    student.epoch, student.batch_in_epoch = epoch + 1, 0
+                self._end_epoch(ended)
                 for student in active:
-                    if student.position() == (epoch, len(batches)):
-                        student.epoch, student.batch_in_epoch = epoch + 1, 0
-                        self._end_epoch(student)
-                    elif self._finished(student):
+                    if student not in ended and self._finished(student):
                         self.save(student)  # stopped by distill.max_steps within the epoch
                 active = [s for s in active if not self._finished(s)]
                 epoch += 1
@@ -363,13 +364,20 @@ class Distiller:
                 }
             )
 
-    def _end_epoch(self, student: Student) -> None:
-        record: dict[str, Any] = {"epoch": student.epoch, "step": student.step}
+    def _end_epoch(self, students: list[Student]) -> None:
+        """Validate the students that finished an epoch (one shared pass), log, save."""
+        if not students:
+            return
+        valid = {}
         if self.cfg.distill.validate_every_epoch and len(self.valid_data):
-            record["valid_mse"] = self.validate([student])[student.spec.key]
-        student.history.append(record)
-        self._log({"kind": "distill_epoch", "student": student.spec.key, **record})
-        self.save(student)
+            valid = self.validate(students)
+        for student in students:
+            record: dict[str, Any] = {"epoch": student.epoch, "step": student.step}
+            if student.spec.key in valid:
+                record["valid_mse"] = valid[student.spec.key]
+            student.history.append(record)
+            self._log({"kind": "distill_epoch", "student": student.spec.key, **record})
+            self.save(student)
 
     @torch.no_grad()
     def validate(self, students: list[Student] | None = None) -> dict[str, float]:
@@ -422,4 +430,4 @@ def _short_losses(losses: dict[str, Tensor]) -> dict[str, float]:
 
 def distill(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Distil the students named by ``cfg.distill`` from the teacher of ``cfg``'s run folder."""
-    return Distiller(cfg, prepare(cfg), progress=progress).fit()
+    return Distiller(cfg, prepare(cfg, record=False), progress=progress).fit()

@@ -3,6 +3,13 @@
 Scores are computed on detokenized, cased text (sacreBLEU's default 13a tokenization), and
 the metric signatures are printed and saved next to the scores. Hypotheses are saved one per
 line, in corpus order, so anyone can re-score them.
+
+With replacements (``eval.replace``), the teacher with its students installed is scored, and
+the scores file adds the BLEU relative to the teacher's, the parameter counts (students vs the
+modules they replaced) and the decoding speed. Fixed-length students cannot read sentences
+longer than ``n`` positions: a source longer than ``n`` is translated by the teacher instead
+(counted as ``teacher_fallback``), and decoder-side students cap the output at ``n - 1``
+tokens (counted as ``length_capped``).
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import torch
 
 from attnless import hardware
 from attnless.config import Config, DecodeConfig
-from attnless.data import load_split
+from attnless.data import ParallelText, load_split
 from attnless.data.tokenizer import Tokenizer
-from attnless.runs import versions, write_json, write_text
+from attnless.runs import read_json, versions, write_json, write_text
+
+TEACHER = "teacher"
 
 
 def score(hypotheses: list[str], references: list[str], chrf: bool = True) -> dict[str, Any]:
@@ -43,6 +52,31 @@ def decode_tag(cfg: DecodeConfig) -> str:
     return "greedy" if cfg.beam == 1 else f"beam{cfg.beam}-lp{cfg.length_penalty:g}"
 
 
+def translate_ids(
+    model: torch.nn.Module,
+    src_ids: list[list[int]],
+    cfg: Config,
+    progress: bool = False,
+    max_positions: int | None = None,
+) -> tuple[list[list[int]], float]:
+    """Decode id lists with ``cfg.decode`` in ``cfg.train.precision``; also the seconds taken."""
+    from attnless import decode
+
+    device = next(model.parameters()).device
+    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    start = time.perf_counter()
+    hyps = decode.translate_ids(
+        model,
+        src_ids,
+        cfg.decode,
+        device=device,
+        progress=progress,
+        autocast_dtype=dtype,
+        max_positions=max_positions,
+    )
+    return hyps, time.perf_counter() - start
+
+
 def translate_lines(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
@@ -51,70 +85,140 @@ def translate_lines(
     progress: bool = False,
 ) -> tuple[list[str], dict[str, Any]]:
     """Translate raw source lines; returns detokenized hypotheses and decoding statistics."""
-    from attnless.decode import translate_ids
+    hyp_ids, seconds = translate_ids(model, tokenizer.encode_src(lines), cfg, progress)
+    return tokenizer.decode_tgt(hyp_ids), _speed(len(lines), hyp_ids, seconds)
 
-    device = next(model.parameters()).device
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
-    src_ids = tokenizer.encode_src(lines)
-    start = time.perf_counter()
-    hyp_ids = translate_ids(
-        model, src_ids, cfg.decode, device=device, progress=progress, autocast_dtype=dtype
-    )
-    seconds = time.perf_counter() - start
-    stats = {
-        "sentences": len(lines),
+
+def _speed(sentences: int, hyp_ids: list[list[int]], seconds: float) -> dict[str, Any]:
+    return {
+        "sentences": sentences,
         "decode_seconds": seconds,
-        "sentences_per_s": len(lines) / max(seconds, 1e-9),
+        "sentences_per_s": sentences / max(seconds, 1e-9),
         "output_tokens_per_s": sum(map(len, hyp_ids)) / max(seconds, 1e-9),
     }
-    return tokenizer.decode_tgt(hyp_ids), stats
 
 
-def evaluate_model(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    cfg: Config,
-    split: str,
-    out_dir: Path,
-    extra: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Decode ``split`` with ``model``, score it, and write hypotheses and scores to ``out_dir``."""
-    text = load_split(cfg.data, split)
-    hyps, stats = translate_lines(model, tokenizer, text.src, cfg, progress=progress)
+def _write(out_dir: Path, split: str, cfg: Config, hyps: list[str], result: dict) -> dict:
     tag = f"{split}.{decode_tag(cfg.decode)}"
-    result: dict[str, Any] = {
-        "split": split,
-        "test_set": text.name,
-        "decode": {**cfg.decode.__dict__},
-        **score(hyps, text.tgt, cfg.eval.chrf),
-        **stats,
-        **(extra or {}),
-        "versions": versions(),
-    }
+    result["versions"] = versions()
     write_text(out_dir / f"{tag}.hyp.txt", "".join(h + "\n" for h in hyps))
     write_json(out_dir / f"{tag}.scores.json", result)
     return result
 
 
-def evaluate(
-    cfg: Config, splits: list[str] | None = None, progress: bool = True
-) -> list[dict[str, Any]]:
-    """Score the teacher of ``cfg``'s run folder on ``splits`` (default ``eval.splits``)."""
+def _base_record(cfg: Config, split: str, text: ParallelText, variant: str) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "split": split,
+        "test_set": text.name,
+        "decode": {**cfg.decode.__dict__},
+    }
+
+
+def evaluate_teacher(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    cfg: Config,
+    split: str,
+    extra: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Decode and score ``split`` with the teacher; write to ``eval/teacher``."""
+    text = load_split(cfg.data, split)
+    hyp_ids, seconds = translate_ids(model, tokenizer.encode_src(text.src), cfg, progress)
+    hyps = tokenizer.decode_tgt(hyp_ids)
+    result = _base_record(cfg, split, text, TEACHER)
+    result.update(score(hyps, text.tgt, cfg.eval.chrf))
+    result.update(_speed(len(text), hyp_ids, seconds))
+    result.update(extra or {})
+    return _write(cfg.run_dir() / "eval" / TEACHER, split, cfg, hyps, result)
+
+
+def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> dict[str, Any]:
+    """The teacher's scores on ``split`` with the current decoding settings (computed once)."""
+    path = cfg.run_dir() / "eval" / TEACHER / f"{split}.{decode_tag(cfg.decode)}.scores.json"
+    saved = read_json(path)
+    if (
+        saved
+        and saved.get("checkpoint") == checkpoint
+        and saved.get("decode") == cfg.decode.__dict__
+    ):
+        return saved
+    return _evaluate_teacher_split(cfg, split, checkpoint, progress)
+
+
+def _evaluate_teacher_split(cfg: Config, split: str, which: str, progress: bool) -> dict:
+    from attnless.train import load_model
+
+    device = hardware.resolve_device(cfg.train.device)
+    model, payload = load_model(cfg.run_dir(), which, device)
+    extra = {"checkpoint": which, "step": payload["state"]["step"]}
+    tokenizer = Tokenizer.load(cfg.run_dir())
+    return evaluate_teacher(model, tokenizer, cfg, split, extra, progress)
+
+
+def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> list[dict]:
+    """Score the teacher with the students of ``eval.replace`` x ``eval.layers`` installed."""
+    from attnless.hybrid import build_hybrid, describe, finetune, variant_name
     from attnless.train import load_model
 
     run_dir = cfg.run_dir()
     device = hardware.resolve_device(cfg.train.device)
+    which = cfg.distill.teacher_checkpoint
+    teacher, payload = load_model(run_dir, which, device)
+    step = payload["state"]["step"]
+    hybrid = build_hybrid(teacher, step, cfg, cfg.eval.replace, cfg.eval.layers)
+    variant = variant_name(cfg.eval.replace, cfg.eval.layers)
+    info = describe(hybrid)
+    if cfg.eval.finetune_epochs:
+        from attnless.prepare import prepare
+
+        variant += f".ft{cfg.eval.finetune_epochs}"
+        prepared = prepare(cfg, record=False)
+        info.update(finetune(hybrid, cfg, prepared, cfg.eval.finetune_epochs, progress))
+    tokenizer = Tokenizer.load(run_dir)
+    n = hybrid.n
+    results = []
+    for split in splits:
+        text = load_split(cfg.data, split)
+        src_ids = tokenizer.encode_src(text.src)
+        fits = [not hybrid.encoder_side or len(ids) <= n for ids in src_ids]
+        inside = [i for i, ok in enumerate(fits) if ok]
+        outside = [i for i, ok in enumerate(fits) if not ok]
+        positions = n if hybrid.decoder_side else None
+        hyp_in, seconds = translate_ids(
+            hybrid.model, [src_ids[i] for i in inside], cfg, progress, positions
+        )
+        hyp_out, _ = translate_ids(teacher, [src_ids[i] for i in outside], cfg)
+        hyp_ids: list[list[int]] = [[] for _ in src_ids]
+        for i, hyp in zip(inside + outside, hyp_in + hyp_out):
+            hyp_ids[i] = hyp
+        hyps = tokenizer.decode_tgt(hyp_ids)
+        teacher_result = teacher_scores(cfg, split, which, progress)
+        result = _base_record(cfg, split, text, variant)
+        result.update(score(hyps, text.tgt, cfg.eval.chrf))
+        result["teacher_bleu"] = teacher_result["bleu"]
+        result["relative_bleu"] = 100.0 * result["bleu"] / max(teacher_result["bleu"], 1e-9)
+        if "chrf" in result and "chrf" in teacher_result:
+            result["teacher_chrf"] = teacher_result["chrf"]
+        result.update(info)
+        result["teacher_fallback"] = len(outside)
+        result["length_capped"] = sum(len(h) >= n - 1 for h in hyp_in) if hybrid.decoder_side else 0
+        result.update(_speed(len(inside), hyp_in, seconds))
+        result["teacher_sentences_per_s"] = teacher_result.get("sentences_per_s")
+        result.update({"checkpoint": which, "step": step})
+        results.append(_write(run_dir / "eval" / variant, split, cfg, hyps, result))
+    return results
+
+
+def evaluate(
+    cfg: Config, splits: list[str] | None = None, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Score the teacher of ``cfg``'s run folder, or, with ``eval.replace``, the hybrid."""
+    splits = splits or cfg.eval.splits
+    device = hardware.resolve_device(cfg.train.device)
     if device.type == "cpu":
         hardware.tune_cpu_runtime(cfg.train.threads)
-    model, payload = load_model(run_dir, cfg.eval.checkpoint, device)
-    tokenizer = Tokenizer.load(run_dir)
-    extra = {
-        "variant": "teacher",
-        "checkpoint": cfg.eval.checkpoint,
-        "step": payload["state"]["step"],
-    }
-    return [
-        evaluate_model(model, tokenizer, cfg, split, run_dir / "eval" / "teacher", extra, progress)
-        for split in (splits or cfg.eval.splits)
-    ]
+    if cfg.eval.replace:
+        return evaluate_hybrid(cfg, splits, progress)
+    return [_evaluate_teacher_split(cfg, split, cfg.eval.checkpoint, progress) for split in splits]

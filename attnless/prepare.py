@@ -80,8 +80,11 @@ def check_compatible(run_dir: Path, cfg: Config) -> None:
         )
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Create or reuse the run folder of ``cfg``; return the tokenizer and encoded data."""
+def prepare(cfg: Config, record: bool = True) -> Prepared:
+    """Create or reuse the run folder of ``cfg``; return the tokenizer and encoded data.
+
+    ``record`` writes ``cfg`` as the run folder's config.yaml (prepare and train do; distill and
+    evaluate, whose settings belong to their own outputs, do not)."""
     run_dir = cfg.run_dir()
     check_compatible(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -116,8 +119,9 @@ def prepare(cfg: Config) -> Prepared:
         len(train_text),
         cfg.data.max_len,
     )
-    write_text(run_dir / "config.yaml", config_mod.dump(cfg))
-    write_json(run_dir / "versions.json", versions())
+    if record or not (run_dir / "config.yaml").exists():
+        write_text(run_dir / "config.yaml", config_mod.dump(cfg))
+        write_json(run_dir / "versions.json", versions())
     if read_json(run_dir / "data.json") != stats:
         write_json(run_dir / "data.json", stats)
     return Prepared(run_dir, tokenizer, train, valid, valid_text, stats)

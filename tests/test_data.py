@@ -81,13 +81,15 @@ def hf_export() -> dict[str, list[dict[str, str]]]:
 
 
 @needs_data
-@pytest.mark.parametrize(("split", "size"), [("valid", 888), ("test", 8079)])
-def test_iwslt_de_en_matches_hf(hf_export, split, size):
+@pytest.mark.parametrize(
+    ("split", "size", "name"), [("valid", 888, "dev2010"), ("test", 8079, "tst2010-2015")]
+)
+def test_iwslt_de_en_matches_hf(hf_export, split, size, name):
     pairs = load_split(cfg("iwslt2017"), split)
     assert len(pairs) == size == len(hf_export[split])
     assert pairs.src == [row["de"] for row in hf_export[split]]
     assert pairs.tgt == [row["en"] for row in hf_export[split]]
-    assert pairs.name == f"iwslt2017.de-en.{split}"
+    assert pairs.name == f"iwslt2017 de-en {name}"
 
 
 @needs_data

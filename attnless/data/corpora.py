@@ -66,7 +66,7 @@ def _text_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
 
 def load_text(cfg: DataConfig, split: str) -> ParallelText:
     src, tgt = _text_paths(cfg, split)
-    return read_parallel(src, tgt, f"text.{cfg.src}-{cfg.tgt}.{split}")
+    return read_parallel(src, tgt, f"text {cfg.src}-{cfg.tgt} {split}")
 
 
 def describe_text(cfg: DataConfig, split: str) -> str:

@@ -159,7 +159,8 @@ def load(cfg: DataConfig, split: str) -> ParallelText:
         )
         src_out += s
         tgt_out += t
-    return ParallelText(src_out, tgt_out, f"iwslt2017.{src}-{tgt}.{split}")
+    sets = {"train": "train", "valid": "dev2010", "test": "tst2010-2015"}
+    return ParallelText(src_out, tgt_out, f"iwslt2017 {src}-{tgt} {sets.get(split, split)}")
 
 
 def describe(cfg: DataConfig, split: str) -> str:

@@ -86,7 +86,7 @@ def load(cfg: DataConfig, split: str) -> ParallelText:
             f"Put them in {local_dir}/ (the data root) or {cache_dir}/ (the cache); they are in "
             f"data/task1/raw/ of https://github.com/multi30k/dataset"
         )
-    return read_parallel(paths[0], paths[1], f"multi30k.{cfg.src}-{cfg.tgt}.{split}")
+    return read_parallel(paths[0], paths[1], f"multi30k {cfg.src}-{cfg.tgt} {stem}")
 
 
 def describe(cfg: DataConfig, split: str) -> str:

@@ -142,6 +142,11 @@ class FixedLengthFF(nn.Module):
         return out * padding.keep[..., None].to(out.dtype)
 
 
+def _accumulation_dtype(x: Tensor) -> torch.dtype:
+    """fp32 for the running sums (fp64 when the inputs are fp64)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class _PrefixFF(nn.Module):
     """Shared machinery of the causal networks: output i = FF(input masked to positions <= i).
 
@@ -167,11 +172,12 @@ class _PrefixFF(nn.Module):
         ff = self.ff
         w1, g = ff.fc1_weight[0], ff.norm_in_weight[0]
         a = w1 * g  # (H, width)
+        acc = _accumulation_dtype(w1)
         folded = {
             "prefix": a[:, : self.prefix_width],
             "tokens": a[:, self.prefix_width :].view(a.size(0), self.n, self.d_model),
-            "w1_g": (w1 @ g).float(),
-            "bias": (w1 @ ff.norm_in_bias[0] + ff.fc1_bias[0]).float(),
+            "w1_g": (w1 @ g).to(acc),
+            "bias": (w1 @ ff.norm_in_bias[0] + ff.fc1_bias[0]).to(acc),
         }
         if cache is not None and not self.training:
             cache["folded"] = folded
@@ -188,22 +194,23 @@ class _PrefixFF(nn.Module):
         folded = self._folded(cache)
         width = self.ff.in_features
         a_tokens = folded["tokens"][:, start : start + t]  # (H, T, d)
-        contrib = torch.einsum("btd,htd->bth", x, a_tokens).float()  # A_j x_j per position
-        xf = x.float()
+        acc = _accumulation_dtype(x)
+        contrib = torch.einsum("btd,htd->bth", x, a_tokens).to(acc)  # A_j x_j per position
+        xf = x.to(acc)
         sums = torch.stack([xf.sum(-1), xf.square().sum(-1)], -1)  # (B, T, 2)
-        carry = cache.get("carry") if cache is not None else None
+        carry = (cache["proj"], cache["sums"]) if cache is not None and "proj" in cache else None
         if carry is None:
-            proj0 = x.new_zeros(b, a_tokens.size(0), dtype=torch.float32)
-            sums0 = x.new_zeros(b, 2, dtype=torch.float32)
+            proj0 = x.new_zeros(b, a_tokens.size(0), dtype=acc)
+            sums0 = x.new_zeros(b, 2, dtype=acc)
             if prefix is not None:  # a constant part of every input (the encoder output)
-                proj0 = proj0 + (prefix @ folded["prefix"].t()).float()
-                pf = prefix.float()
+                proj0 = proj0 + (prefix @ folded["prefix"].t()).to(acc)
+                pf = prefix.to(acc)
                 sums0 = torch.stack([pf.sum(-1), pf.square().sum(-1)], -1)
             carry = (proj0, sums0)
         proj = carry[0][:, None] + contrib.cumsum(1)  # A z_i, (B, T, H)
         sums = carry[1][:, None] + sums.cumsum(1)
-        if cache is not None:
-            cache["carry"] = (proj[:, -1], sums[:, -1])
+        if cache is not None:  # batch-first tensors, so beam search can reorder them
+            cache["proj"], cache["sums"] = proj[:, -1], sums[:, -1]
             cache["position"] = start + t
         mean = sums[..., 0] / width
         var = (sums[..., 1] / width - mean.square()).clamp_min(0.0)

@@ -50,7 +50,9 @@ class Padding:
 
 
 def reorder_state(state: IncrementalState, order: Tensor) -> None:
-    """Select (and repeat) batch rows of every cached tensor, in place, for beam search."""
+    """Select (and repeat) batch rows of every cached tensor, in place (beam search, dropping
+    finished sentences). Stateful modules keep batch-first tensors as direct values of their
+    entry; anything else (positions, weight-derived caches) goes in non-tensor values."""
     for entry in state.values():
         for key, value in entry.items():
             if isinstance(value, Tensor) and value.dim() > 0:
