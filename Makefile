@@ -10,12 +10,28 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: venv test lint demo bench-train clean help
+# Sweeps (the paper's tables): `make tables` on Multi30k, `make tables CORPUS=iwslt2017` on
+# IWSLT2017; PRESET picks the teacher/distillation preset; SWEEP_ARGS passes more options
+# (e.g. SWEEP_ARGS="--shard 0/4" or "--dry-run").
+CORPUS ?= multi30k
+PRESET ?= paper
+SWEEPS ?= sweeps/$(CORPUS)
+SWEEP_ARGS ?=
+SWEEP_CORPUS := $(if $(filter multi30k,$(CORPUS)),,--set data.corpus=$(CORPUS))
+TABLES := table-encoder table-decoder table-layers
+
+.PHONY: venv test lint demo bench-train clean help tables $(TABLES) report
 
 help:
-	@echo "make demo         quick teacher on Multi30k de-en + its test BLEU"
-	@echo "make test         lint + the test suite"
-	@echo "make bench-train  training tokens/s: attnless vs torch.nn.Transformer"
+	@echo "make demo          quick teacher on Multi30k de-en, ALR/ALRR/ASLR/ELR at XS and S,"
+	@echo "                   evaluation, table and figure (sweeps/demo/report)"
+	@echo "make test          lint + the test suite"
+	@echo "make bench-train   training tokens/s: attnless vs torch.nn.Transformer"
+	@echo "make table-encoder Table B: encoder methods x sizes x directions (paper preset)"
+	@echo "make table-decoder Table C: ALR in the decoder"
+	@echo "make table-layers  Table E: number of replaced encoder layers"
+	@echo "make tables        all three (CORPUS=iwslt2017 for IWSLT2017; SWEEP_ARGS=--dry-run)"
+	@echo "make report        re-render the reports of every sweep under sweeps/"
 
 venv: $(VENV)/.installed
 
@@ -38,8 +54,20 @@ test: lint
 	$(BIN)/pytest
 
 demo: venv
-	$(BIN)/attnless train experiments/quick.yaml
-	$(BIN)/attnless evaluate experiments/quick.yaml
+	$(BIN)/attnless sweep experiments/demo.yaml
+	$(BIN)/attnless report sweeps/demo
+
+$(TABLES): table-%: venv
+	$(BIN)/attnless sweep experiments/$*.yaml --preset $(PRESET) $(SWEEP_CORPUS) \
+	  --out $(SWEEPS)/$* $(SWEEP_ARGS)
+	$(if $(findstring --dry-run,$(SWEEP_ARGS)),,$(BIN)/attnless report $(SWEEPS)/$* --quiet)
+
+tables: $(TABLES)
+
+report: venv
+	@found=0; for d in sweeps/*/ sweeps/*/*/; do \
+	  if [ -f "$$d/results.jsonl" ]; then found=1; $(BIN)/attnless report "$$d" --quiet; fi; \
+	done; [ $$found = 1 ] || echo "no sweep results under sweeps/ yet"
 
 bench-train: venv
 	$(BIN)/python -m benchmarks.train_throughput

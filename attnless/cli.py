@@ -280,7 +280,7 @@ def sweep(
         loaded = load_spec(spec, preset, set_ or [])
         runner = Sweep(loaded, out, runs, parse_shard(shard), progress=not quiet)
     except ConfigError as err:
-        console.print(f"[red]spec error:[/red] {err}")
+        console.print(f"[red]spec error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
     if dry_run:
         typer.echo(runner.dry_run())

@@ -134,17 +134,19 @@ def evaluate_teacher(
     return _write(cfg.run_dir() / "eval" / TEACHER, split, cfg, hyps, result)
 
 
-def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> dict[str, Any]:
+def teacher_scores(
+    cfg: Config, split: str, text: ParallelText, checkpoint: str, progress: bool
+) -> dict[str, Any]:
     """The teacher's scores on ``split`` with the current decoding settings (computed once)."""
     path = cfg.run_dir() / "eval" / TEACHER / f"{split}.{decode_tag(cfg.decode)}.scores.json"
     saved = read_json(path)
-    if (
-        saved
-        and saved.get("checkpoint") == checkpoint
+    same = saved and (
+        saved.get("checkpoint") == checkpoint
         and saved.get("decode") == cfg.decode.__dict__
-    ):
-        return saved
-    return _evaluate_teacher_split(cfg, split, checkpoint, progress)
+        and saved.get("test_set") == text.name
+        and saved.get("sentences") == len(text)
+    )
+    return saved if same else _evaluate_teacher_split(cfg, split, checkpoint, progress)
 
 
 def _evaluate_teacher_split(cfg: Config, split: str, which: str, progress: bool) -> dict:
@@ -194,7 +196,7 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
         for i, hyp in zip(inside + outside, hyp_in + hyp_out):
             hyp_ids[i] = hyp
         hyps = tokenizer.decode_tgt(hyp_ids)
-        teacher_result = teacher_scores(cfg, split, which, progress)
+        teacher_result = teacher_scores(cfg, split, text, which, progress)
         result = _base_record(cfg, split, text, variant)
         result.update(score(hyps, text.tgt, cfg.eval.chrf))
         result["teacher_bleu"] = teacher_result["bleu"]

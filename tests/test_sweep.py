@@ -1,0 +1,434 @@
+"""Sweeps and reports: spec validation, stable cell ids, sharding, dry runs, an end-to-end sweep
+on a slice of Multi30k, a sweep killed mid-cell and resumed, lock files, and reports that
+survive a corrupt results line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from attnless.cli import app
+from attnless.config import Config, ConfigError
+from attnless.locks import BOOT_ID, HOST, PID_NS, FileLock
+from attnless.report import params_table, report
+from attnless.sweep import (
+    SpecError,
+    expand,
+    load_spec,
+    parse_shard,
+    read_results,
+    shard_cells,
+    spec_from_dict,
+)
+from tests.helpers import REPO, data_root
+
+SMOKE = REPO / "experiments" / "smoke.yaml"
+# The smoke preset shrunk further: every cell takes well under a second.
+TINY = [
+    "data.train_subset=200",
+    "data.eval_subset=16",
+    "tokenizer.vocab_size=200",
+    "model.d_model=16",
+    "model.heads=2",
+    "model.encoder_layers=2",
+    "model.decoder_layers=2",
+    "model.ffn_dim=32",
+    "train.epochs=1",
+    "train.max_tokens=400",
+    "train.progress=false",
+    "train.threads=1",
+    "distill.epochs=1",
+    "distill.batch_size=64",
+    "distill.progress=false",
+]
+
+
+def _cli(*args: str, timeout: float = 170) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "attnless", *args],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _sets() -> list[str]:
+    return [arg for item in TINY for arg in ("--set", item)]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def demo_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """experiments/demo.yaml with the smoke preset, shrunk: 1 teacher, 8 cells."""
+    root = tmp_path_factory.mktemp("sweeps")
+    out = root / "demo"
+    done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
+    records = read_results(demo_sweep / "results.jsonl")
+    teachers = [r for r in records if r["kind"] == "teacher"]
+    cells = [r for r in records if r["kind"] == "cell"]
+    assert len(teachers) == 1 and len(cells) == 8
+    assert {(tuple(c["replace"]), c["size"]) for c in cells} == {
+        ((f"encoder.self={m}",), s) for m in ("alr", "alrr", "aslr", "elr") for s in ("XS", "S")
+    }
+    for cell in cells:
+        for key in ("bleu", "chrf", "relative_bleu", "teacher_bleu", "student_params", "seed"):
+            assert cell[key] is not None, key
+        assert cell["bleu_signature"].startswith("nrefs:1")
+        assert cell["test_set"] and cell["config"]["model"]["d_model"] == 16
+        assert cell["versions"]["torch"]
+        times = cell["times"]
+        assert times["distill_seconds"] > 0 and times["eval_seconds"] > 0
+        assert times["teacher_train_seconds"] > 0
+    run_dirs = {c["run_dir"] for c in cells}
+    assert len(run_dirs) == 1  # one teacher, trained once, shared by every cell
+    run_dir = Path(run_dirs.pop())
+    assert run_dir.parent.parent == demo_sweep.parent / "runs"
+    assert run_dir.name.startswith("smoke-")
+    markers = list((run_dir / "students").glob("*/*/sweep.json"))
+    assert len(markers) == 8
+    calls = {json.loads(m.read_text())["call"] for m in markers}
+    assert len(calls) == 1  # all 8 student families in one distillation call
+    assert (demo_sweep / "spec.yaml").is_file()
+    assert not list((demo_sweep / "locks").glob("*.lock"))
+
+
+def test_rerun_skips_finished_cells(demo_sweep: Path) -> None:
+    before = (demo_sweep / "results.jsonl").read_bytes()
+    again = _cli(
+        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(demo_sweep)
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "8 finished (skipped), 0 to run" in again.stderr
+    assert (demo_sweep / "results.jsonl").read_bytes() == before
+
+
+def test_report_renders_tables_and_figure(demo_sweep: Path) -> None:
+    done = _cli("report", str(demo_sweep), "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = demo_sweep / "report"
+    md = (out / "report.md").read_text()
+    for title in ("Table A", "Tables B/C", "Table D", "relative_bleu.png"):
+        assert title in md
+    test_set = read_results(demo_sweep / "results.jsonl")[0]["test_set"]
+    assert "signature `nrefs:1" in md and f"Test set: {test_set} (split test)" in md
+    for name in ("teacher_bleu.csv", "bleu_by_size.csv", "params.csv", "results.csv"):
+        assert (out / name).stat().st_size > 0
+    assert len(_lines(out / "results.csv")) == 1 + 8
+    assert (out / "relative_bleu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_corrupt_results_line_is_skipped_with_a_warning(demo_sweep: Path, tmp_path: Path) -> None:
+    lines = _lines(demo_sweep / "results.jsonl")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(demo_sweep / "spec.yaml", broken / "spec.yaml")
+    text = "\n".join(lines[:2] + ['{"kind": "cell", "cell_id": "trunc'] + lines[2:])
+    (broken / "results.jsonl").write_text(text + '\n{"kind": "cell", "bl')  # and a torn last line
+    warnings: list[str] = []
+    summary = report(broken, warn=warnings.append)
+    assert summary["cells"] == 8
+    assert len(warnings) == 2
+    assert ":3: corrupt line" in warnings[0] and f":{len(lines) + 2}: corrupt line" in warnings[1]
+    assert "corrupt line" in (broken / "report" / "report.md").read_text()
+    cli = _cli("report", str(broken), "--quiet")
+    assert cli.returncode == 0 and "corrupt line skipped" in cli.stderr
+
+
+def _six_cells(tmp_path: Path, name: str) -> Path:
+    """A spec with one teacher and six cells (3 methods x 2 sizes)."""
+    spec = tmp_path / f"{name}.yaml"
+    grid = {
+        "replace": [["encoder.self=alr"], ["encoder.self=alrr"], ["encoder.self=elr"]],
+        "size": ["XS", "S"],
+    }
+    spec.write_text(json.dumps({"name": name, "preset": str(SMOKE), "grid": grid, "set": TINY}))
+    return spec
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ATTNLESS_DATA": str(data_root()),
+        "ATTNLESS_LOCK_HEARTBEAT_S": "1",
+        "ATTNLESS_SWEEP_POLL_S": "0.2",
+    }
+
+
+def test_sweep_killed_mid_cell_resumes_without_recomputing(tmp_path: Path, data_dir: Path) -> None:
+    spec = _six_cells(tmp_path, "killme")
+    out = tmp_path / "sweeps" / "killme"
+    results = out / "results.jsonl"
+    command = [sys.executable, "-m", "attnless", "sweep", str(spec), "--out", str(out), "-q"]
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stderr=log, stdout=log)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and '"kind": "cell"' in results.read_text():
+                break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        log.close()
+    first = _lines(results)
+    first_cells = [json.loads(line) for line in first if '"kind": "cell"' in line]
+    assert 1 <= len(first_cells) < 6, "the sweep finished before it could be killed"
+    again = _cli("sweep", str(spec), "--out", str(out), "-q")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{len(first_cells)} finished (skipped)" in again.stderr
+    final = _lines(results)
+    assert final[: len(first)] == first  # finished lines untouched
+    records = [json.loads(line) for line in final]  # every line valid
+    cells = [r for r in records if r["kind"] == "cell"]
+    assert len(cells) == 6 and len({c["cell_id"] for c in cells}) == 6
+    assert sum(r["kind"] == "teacher" for r in records) == 1
+    assert {c["pid"] for c in cells[: len(first_cells)]} == {proc.pid}
+    assert proc.pid not in {c["pid"] for c in cells[len(first_cells) :]}
+    assert not list((out / "locks").glob("*.lock"))  # the killed holder's lock was taken over
+
+
+def test_concurrent_shards_share_the_teacher_and_split_the_students(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    spec = _six_cells(tmp_path, "shared")
+    out = tmp_path / "sweeps" / "shared"
+    command = [sys.executable, "-m", "attnless", "sweep", str(spec), "--out", str(out), "-q"]
+    logs = [(tmp_path / f"shard{i}.log").open("w") for i in range(2)]
+    procs = [
+        subprocess.Popen([*command, "--shard", f"{i}/2"], cwd=REPO, env=_env(), stderr=log)
+        for i, log in enumerate(logs)
+    ]
+    for proc, log in zip(procs, logs):
+        proc.wait(timeout=170)
+        log.close()
+    errors = [(tmp_path / f"shard{i}.log").read_text()[-2000:] for i in range(2)]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    records = read_results(out / "results.jsonl")
+    cells = [r for r in records if r["kind"] == "cell"]
+    assert len(cells) == 6 and len({c["cell_id"] for c in cells}) == 6
+    assert {c["shard"] for c in cells} == {"0/2", "1/2"}
+    assert sum(r["kind"] == "teacher" for r in records) == 1  # trained and scored once
+    (run_dir,) = {c["run_dir"] for c in cells}
+    markers = [json.loads(m.read_text()) for m in Path(run_dir).glob("students/*/*/sweep.json")]
+    assert len(markers) == 6
+    assert len({m["call"] for m in markers}) == 2  # each shard distilled its own families
+    assert not list(Path(run_dir).parent.glob("*.lock"))
+
+
+# --------------------------------------------------------------------------- dry run, shards
+
+
+def test_dry_run_lists_cells_and_estimates(tmp_path: Path) -> None:
+    out = tmp_path / "encoder"
+    result = CliRunner().invoke(
+        app, ["sweep", "experiments/encoder.yaml", "--dry-run", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "sweep encoder: 64 cells, preset paper" in text
+    assert text.count(" pending ") == 64
+    assert "4 teacher(s) to train, 64 student families (384 students)" in text
+    assert "estimate:" in text and "not a measurement" in text
+    assert not out.exists()  # a dry run writes nothing
+    shard = CliRunner().invoke(
+        app, ["sweep", "experiments/encoder.yaml", "--dry-run", "--shard", "1/3", "--out", str(out)]
+    )
+    assert shard.exit_code == 0 and "shard 1/3: 21 cells" in shard.output
+    assert shard.output.count(" pending ") == 21
+
+
+def test_shards_cover_every_cell_exactly_once() -> None:
+    cells = expand(load_spec(REPO / "experiments" / "encoder.yaml"))
+    assert len(cells) == 64
+    for n in (1, 2, 3, 4, 5, 64, 70):
+        seen = []
+        for i in range(n):
+            mine = shard_cells(cells, (i, n))
+            assert all(c.index % n == i for c in mine)
+            seen += [c.id for c in mine]
+        assert sorted(seen) == sorted(c.id for c in cells)
+    # four shards of four directions: each shard trains exactly one teacher
+    for i in range(4):
+        assert len({c.direction for c in shard_cells(cells, (i, 4))}) == 1
+    assert parse_shard("2/8") == (2, 8)
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(SpecError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_cell_ids_are_stable_and_follow_the_settings() -> None:
+    path = REPO / "experiments" / "encoder.yaml"
+    ids = [c.id for c in expand(load_spec(path))]
+    assert ids == [c.id for c in expand(load_spec(path), runs="elsewhere")]
+    assert len(set(ids)) == 64
+    operational = [c.id for c in expand(load_spec(path, overrides=["train.progress=false"]))]
+    assert operational == ids
+    changed = [c.id for c in expand(load_spec(path, overrides=["distill.epochs=5"]))]
+    assert not set(changed) & set(ids)
+    cells = expand(load_spec(path))
+    assert len({c.teacher_dir for c in cells}) == 4
+    assert len({c.teacher_dir for c in expand(load_spec(path, preset="quick"))}) == 4
+    assert {c.teacher for c in cells}.isdisjoint(
+        {c.teacher for c in expand(load_spec(path, preset="quick"))}
+    )
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _spec(**changes) -> dict:
+    spec = {
+        "name": "t",
+        "preset": "paper",
+        "grid": {"replace": [["encoder.self=alr"]], "size": ["M"]},
+    }
+    for key, value in changes.items():
+        if key.startswith("grid_"):
+            spec["grid"][key[5:]] = value
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides", "message"),
+    [
+        (_spec(grids={}), [], "unknown key 'grids'; expected one of name, description"),
+        (_spec(grid_sizes=["M"]), [], "grid.sizes: unknown key; expected one of corpus"),
+        (_spec(grid_size=[]), [], "grid.size: empty"),
+        (_spec(grid_size=["XXL"]), [], "unknown size 'XXL'; expected one of"),
+        (_spec(grid_size="M"), [], "grid.size: expected a list"),
+        (_spec(grid_replace=[["encoder.self=foo"]]), [], "unknown replacement 'encoder.self=foo'"),
+        (_spec(grid_replace=[["decoder.self=aslr"]]), [], "expected one of encoder.self=alr"),
+        (_spec(grid_replace=[["encoder.self=alr:M"]]), [], "sizes go in grid.size"),
+        (_spec(grid_replace=[]), [], "grid.replace: empty"),
+        (_spec(grid_direction=["deen"]), [], "'deen' is not a direction"),
+        (_spec(grid_corpus=["wmt"]), [], "unknown corpus 'wmt'"),
+        (_spec(grid_layers=["0..5"]), [], "'0..5': expected all"),
+        (_spec(grid_direction=["de-en"]), ["data.src=fr"], "data.src cannot be overridden"),
+        (_spec(), ["distill.replace=[x]"], "the sweep sets it"),
+        (_spec(), ["model.d_modell=3"], "unknown key model.d_modell"),
+        (_spec(preset="nope"), [], "preset 'nope': no such preset"),
+        (_spec(name="a b"), [], "must be a folder name"),
+    ],
+)
+def test_bad_specs_name_the_key_and_the_expected_values(spec, overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        spec_from_dict(spec, "spec.yaml", REPO / "experiments", overrides=overrides)
+
+
+def test_missing_preset_and_out_of_range_layers() -> None:
+    with pytest.raises(SpecError, match="preset: missing"):
+        spec_from_dict({"name": "x", "grid": {"replace": ["encoder.self=alr"], "size": ["M"]}})
+    spec = spec_from_dict(_spec(grid_layers=["0-9"]), "s.yaml", REPO / "experiments")
+    with pytest.raises(SpecError, match="grid.layers: '0-9'.*out of range"):
+        expand(spec)
+
+
+def test_cli_reports_spec_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\npreset: paper\ngrid: {replace: [[encoder.self=alr]], size: []}\n")
+    result = CliRunner().invoke(app, ["sweep", str(bad), "--dry-run"])
+    assert result.exit_code == 2
+    assert "grid.size: empty" in " ".join(result.output.split())
+
+
+# --------------------------------------------------------------------------- locks, reports
+
+
+def test_locks_wait_for_live_holders_and_take_over_dead_ones(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    holder = FileLock(path, "x")
+    assert holder.try_acquire()
+    other = FileLock(path, "x")
+    assert not other.try_acquire()  # held by a live process (this one)
+    with pytest.raises(TimeoutError, match="still locked by pid"):
+        other.acquire(poll=0.05, timeout=0.2)
+    holder.release()
+    assert not path.exists()
+    assert other.try_acquire()
+    other.release()
+    # a holder that died (SIGKILL) on this machine: its lock is stale at once
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = {"host": HOST, "boot_id": BOOT_ID, "pid_ns": PID_NS, "pid": dead.pid, "token": "d"}
+    path.write_text(json.dumps({**info, "started": time.time()}))
+    taker = FileLock(path, "x")
+    assert taker.try_acquire()
+    taker.release()
+    # a holder on another machine: stale only when its heartbeat stopped
+    path.write_text(json.dumps({**info, "host": "elsewhere"}))
+    assert not FileLock(path, "x", stale_after=60).try_acquire()
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    assert FileLock(path, "x", stale_after=60).try_acquire()
+
+
+def test_parameter_table_matches_the_paper() -> None:
+    _, csv_text = params_table(Config())
+    rows = {(r.split(",")[0], r.split(",")[1]): r.split(",") for r in csv_text.splitlines()[1:]}
+    assert [int(rows[("encoder.self=alr", s)][2]) for s in ("XS", "S", "M", "L")] == [
+        339_275,
+        659_350,
+        10_261_600,
+        40_988_800,
+    ]
+    assert int(rows[("encoder.self=aslr", "XS")][2]) == 11_633_600
+    assert int(rows[("decoder.cross=alr", "L")][2]) == 122_931_200
+    assert int(rows[("encoder.self=alr", "M")][3]) == 49_536  # Q/K/V of one attention
+    assert int(rows[("encoder.self=elr", "M")][3]) == 198_272  # one encoder layer
+
+
+def test_layer_report_from_records(tmp_path: Path) -> None:
+    sweep = tmp_path / "layers"
+    sweep.mkdir()
+    (sweep / "spec.yaml").write_text("name: layers\npreset: paper\n")
+    records = []
+    for i, layers in enumerate(["0", "0-1", "all", "5", "4-5", "1,3"]):
+        result = {"split": "test", "test_set": "t", "bleu": 30.0 - i, "bleu_signature": "sig"}
+        result.update(teacher_bleu=32.0, relative_bleu=100 * (30.0 - i) / 32)
+        records.append(
+            {
+                "kind": "cell",
+                "cell_id": f"c{i}",
+                "corpus": "multi30k",
+                "direction": "de-en",
+                "replace": ["encoder.self=alr"],
+                "size": "M",
+                "layers": layers,
+                "config": {"model": {"encoder_layers": 6, "decoder_layers": 6}},
+                "scores": {"test": result},
+                **result,
+            }
+        )
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = report(sweep)
+    md = (sweep / "report" / "report.md").read_text()
+    assert "Table E" in md and "layers 1,3" in md
+    assert "layers.png" in summary["files"] and "layers.csv" in summary["files"]
+    rows = _lines(sweep / "report" / "layers.csv")
+    assert any(",bottom,6,all," in r for r in rows) and any(",top,6,all," in r for r in rows)
+    assert any(",top,2,4-5," in r for r in rows)
