@@ -70,7 +70,8 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 20
     max_steps: int | None = None  # stop after this many updates (tests, smoke runs)
-    max_tokens: int = 1500  # token budget per batch, counted like the paper's batch_size_fn
+    max_tokens: int = 1500  # token budget per batch (per process), like the paper's batch_size_fn
+    accumulate: int = 1  # batches per update and process (fairseq's --update-freq)
     lr_scale: float = 1.0  # Noam factor
     warmup: int = 4000
     betas: tuple[float, float] = (0.9, 0.98)
@@ -106,7 +107,8 @@ class DistillConfig:
     n: int = 50  # fixed sentence length of the replacement networks (the paper's MAX_LEN)
     epochs: int = 21
     max_steps: int | None = None
-    batch_size: int = 2000  # sentences per batch (the paper's)
+    batch_size: int = 2000  # sentences per batch and process (the paper's)
+    accumulate: int = 1  # batches per student update and process
     lr: float | None = None  # default: the method's learning rate from the paper
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
@@ -277,6 +279,8 @@ def validate(cfg: Config) -> Config:
         "decode.beam": cfg.decode.beam,
         "distill.n": cfg.distill.n,
         "distill.batch_size": cfg.distill.batch_size,
+        "train.accumulate": cfg.train.accumulate,
+        "distill.accumulate": cfg.distill.accumulate,
     }
     for key, value in positive.items():
         if value <= 0:

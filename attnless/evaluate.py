@@ -134,10 +134,9 @@ def evaluate_teacher(
     return _write(cfg.run_dir() / "eval" / TEACHER, split, cfg, hyps, result)
 
 
-def teacher_scores(
-    cfg: Config, split: str, text: ParallelText, checkpoint: str, progress: bool
-) -> dict[str, Any]:
+def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> dict[str, Any]:
     """The teacher's scores on ``split`` with the current decoding settings (computed once)."""
+    text = load_split(cfg.data, split)
     path = cfg.run_dir() / "eval" / TEACHER / f"{split}.{decode_tag(cfg.decode)}.scores.json"
     saved = read_json(path)
     same = saved and (
@@ -196,7 +195,7 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
         for i, hyp in zip(inside + outside, hyp_in + hyp_out):
             hyp_ids[i] = hyp
         hyps = tokenizer.decode_tgt(hyp_ids)
-        teacher_result = teacher_scores(cfg, split, text, which, progress)
+        teacher_result = teacher_scores(cfg, split, which, progress)
         result = _base_record(cfg, split, text, variant)
         result.update(score(hyps, text.tgt, cfg.eval.chrf))
         result["teacher_bleu"] = teacher_result["bleu"]
