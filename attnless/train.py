@@ -6,22 +6,39 @@ A run folder holds ``checkpoints/last.pt`` (written at every epoch end, every
 states and the sampler position (epoch, batch), so training the same config again continues
 exactly where it stopped: on the CPU, N steps straight and N/2 + resume + N/2 give identical
 losses.
+
+An update (a step) consumes ``world * train.accumulate`` consecutive batches of the seeded epoch
+order: under ``torchrun`` (DDP, see :mod:`attnless.distributed`) rank ``r`` of ``world`` takes
+batches ``r, r + world, ...`` of each group, with ``train.max_tokens`` the budget of one batch of
+one process. The summed loss is divided by the group's global number of target tokens (known
+on every rank from the sentence lengths, so no communication is needed), hence N processes
+give the same updates as one process accumulating the same N batches. Only rank 0 writes
+checkpoints and metrics; logged throughput is global.
+
+On CUDA the inner loop never waits for the device: batches are pinned and copied
+asynchronously, the real target positions are selected with indices built on the host, and
+losses are only read (and checked for NaN) every ``train.log_every`` steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from attnless import checkpoint, hardware
+from attnless import checkpoint, distributed, hardware
 from attnless.config import Config
 from attnless.data.batching import Batch, Examples, collate, epoch_batches, eval_batches
+from attnless.data.tokenizer import PAD_ID
+from attnless.distributed import Context
 from attnless.model import Seq2SeqTransformer, build_model, count_parameters
 from attnless.model.loss import linear_smoothed_cross_entropy
 from attnless.prepare import Prepared, prepare
@@ -59,18 +76,45 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), fused=True, **kwargs)
 
 
+@dataclass
+class DeviceBatch(Batch):
+    """A batch on its device, with the flat positions of its real target tokens (built on the
+    host, so selecting them on the device needs no host sync, unlike a boolean mask)."""
+
+    keep_index: Tensor | None = None
+
+
+def to_device(batch: Batch, device: torch.device) -> DeviceBatch:
+    """``batch`` on ``device``: pinned and copied asynchronously on CUDA."""
+    keep_index = batch.tgt_out.reshape(-1).ne(PAD_ID).nonzero().squeeze(1)
+    tensors = (batch.src, batch.tgt_in, batch.tgt_out, keep_index)
+    if device.type == "cuda":
+        tensors = tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
+    elif device.type != "cpu":
+        tensors = tuple(t.to(device) for t in tensors)
+    src, tgt_in, tgt_out, keep_index = tensors
+    return DeviceBatch(src, tgt_in, tgt_out, batch.index, keep_index)
+
+
 def batch_loss(
     model: Seq2SeqTransformer, batch: Batch, label_smoothing: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed smoothed loss, summed NLL and the number of target tokens of a batch."""
+    """Summed smoothed loss, summed NLL and the number of target tokens of a batch.
+
+    ``model`` may be wrapped (DDP): the forward pass goes through the wrapper, the generator is
+    taken from its ``module``."""
     hidden = model(batch.src, batch.tgt_in)
-    keep = batch.tgt_out.ne(0)
-    target = batch.tgt_out[keep]
-    gen = model.generator
-    loss, nll = linear_smoothed_cross_entropy(
-        hidden[keep], gen.weight, gen.bias, target, label_smoothing
-    )
-    return loss, nll, keep.sum()
+    gen = getattr(model, "module", model).generator
+    keep_index = getattr(batch, "keep_index", None)
+    if keep_index is None:
+        keep = batch.tgt_out.ne(PAD_ID)
+        hidden, target, tokens = hidden[keep], batch.tgt_out[keep], keep.sum()
+    else:
+        hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, keep_index)
+        target = batch.tgt_out.reshape(-1).index_select(0, keep_index)
+        tokens = keep_index.new_full((), keep_index.numel())
+    loss, nll = linear_smoothed_cross_entropy(hidden, gen.weight, gen.bias, target, label_smoothing)
+    return loss, nll, tokens
 
 
 @torch.no_grad()
@@ -80,24 +124,36 @@ def evaluate_loss(
     cfg: Config,
     device: torch.device,
     dtype: torch.dtype | None,
+    ctx: Context | None = None,
 ) -> dict[str, float]:
-    """Teacher-forced loss, NLL and perplexity per target token over a whole split."""
+    """Teacher-forced loss, NLL and perplexity per target token over a whole split (with
+    ``ctx``, each rank takes its share of the batches and the sums are all-reduced)."""
+    ctx = ctx or Context()
     was_training = model.training
     model.eval()
-    totals = torch.zeros(3, dtype=torch.float64)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    batches = distributed.rank_share(eval_batches(examples, 2 * cfg.train.max_tokens), ctx)
     with hardware.autocast(device, dtype):
-        for indices in eval_batches(examples, 2 * cfg.train.max_tokens):
-            batch = collate(examples, indices).to(device)
+        for indices in batches:
+            batch = to_device(collate(examples, indices), device)
             loss, nll, tokens = batch_loss(model, batch, cfg.train.label_smoothing)
-            totals += torch.stack([loss.double(), nll.double(), tokens.double()]).cpu()
+            totals += torch.stack([loss.double(), nll.double(), tokens.double()])
     model.train(was_training)
-    loss, nll, tokens = totals.tolist()
+    loss, nll, tokens = distributed.all_reduce_sum(totals, ctx).tolist()
     tokens = max(tokens, 1.0)
     return {"loss": loss / tokens, "nll": nll / tokens, "ppl": math.exp(min(nll / tokens, 50))}
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own random stream (dropout); rank 0 keeps ``seed``'s."""
+    return seed * 1_000_003 + 7_919 * rank
+
+
 class Trainer:
-    """Owns the model, optimizer and schedule of one run; ``fit`` trains to the configured end."""
+    """Owns the model, optimizer and schedule of one run; ``fit`` trains to the configured end.
+
+    Under ``torchrun`` the model is wrapped in DDP and every rank runs its own Trainer; they
+    take the same decisions (steps, epoch ends, validation, saves) in the same order."""
 
     def __init__(self, cfg: Config, prepared: Prepared, progress: bool = True) -> None:
         self.cfg = cfg
@@ -105,11 +161,11 @@ class Trainer:
         self.run_dir = prepared.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.progress = progress and cfg.train.progress
-        self.device = hardware.resolve_device(cfg.train.device)
+        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
+        self.progress = progress and cfg.train.progress and self.ctx.is_main
         self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
         if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads)
+            hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
         seed_everything(cfg.seed)
         tok = prepared.tokenizer
         self.model = build_model(cfg, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
@@ -118,6 +174,23 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if last.exists():
             self._restore(checkpoint.load(last, self.device))
+        elif self.ctx.rank > 0:
+            torch.manual_seed(rank_seed(cfg.seed, self.ctx.rank))  # own dropout masks
+        self.ddp = self._wrap(self.model)
+        # target tokens of each training pair (ids + EOS): a step's global count, on every rank
+        self._target_lengths = [len(t) + 1 for t in prepared.train.tgt]
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.ctx.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            broadcast_buffers=False,  # the only buffers are constant position tables
+            gradient_as_bucket_view=True,
+        )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -137,10 +210,24 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
         checkpoint.set_rng_state(payload["rng"])
-        log.info("resumed %s at step %d", self.run_dir, self.state.step)
+        if self.ctx.enabled:
+            states = payload.get("rng_ranks")
+            if states is not None and len(states) == self.ctx.world:
+                checkpoint.set_rng_state(states[self.ctx.rank])
+            elif self.ctx.rank > 0:  # saved by another number of processes
+                torch.manual_seed(rank_seed(self.cfg.seed + self.state.step, self.ctx.rank))
+        if self.ctx.is_main:
+            log.info("resumed %s at step %d", self.run_dir, self.state.step)
 
     def save(self, best: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt``) on rank 0; every rank must call it (the RNG states
+        of all ranks are gathered into the checkpoint)."""
+        states = distributed.gather_objects(checkpoint.rng_state(), self.ctx)
+        if not self.ctx.is_main:
+            return
         payload = self._payload()
+        if self.ctx.enabled:
+            payload["rng_ranks"] = states
         checkpoint.save(self.ckpt_dir / "last.pt", payload)
         if best:
             checkpoint.save(self.ckpt_dir / "best.pt", payload)
@@ -148,7 +235,8 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def _log(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.metrics_path, record)
+        if self.ctx.is_main:
+            append_jsonl(self.metrics_path, record)
 
     def _finished(self) -> bool:
         max_steps = self.cfg.train.max_steps
@@ -163,8 +251,8 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _check_finite(self, loss_sum: torch.Tensor) -> None:
-        value = float(loss_sum.detach())
+    def _check_finite(self, loss_sum: torch.Tensor | float) -> None:
+        value = float(loss_sum)
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"non-finite training loss ({value}) at step {self.state.step} "
@@ -173,31 +261,63 @@ class Trainer:
                 "train.warmup or train.precision=fp32."
             )
 
-    def train_step(self, batch: Batch, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on ``batch`` (``tokens`` real target tokens); returns the summed loss and
-        NLL as detached tensors, so no device sync is needed here."""
+    @property
+    def batches_per_step(self) -> int:
+        """Batches one update consumes over all processes: ``world * train.accumulate``."""
+        return self.ctx.world * self.cfg.train.accumulate
+
+    def step_tokens(self, group: Sequence[list[int]]) -> int:
+        """Real target tokens of the batches ``group`` (indices into the training split)."""
+        lengths = self._target_lengths
+        return sum(lengths[i] for indices in group for i in indices)
+
+    def train_step(self, group: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on the batches ``group`` (index lists into the training split): this rank
+        trains on its share and DDP sums the gradients. Returns this rank's summed loss and NLL
+        as detached tensors (no device sync here, except the NaN check on the CPU)."""
+        ctx, tokens = self.ctx, self.step_tokens(group)
+        mine = distributed.rank_share(group, ctx)
+        # every rank runs as many backward passes (DDP's all-reduce is collective): a rank
+        # short of batches in an epoch's last step repeats one with weight 0
+        passes = -(-len(group) // ctx.world)
+        work = [(indices, True) for indices in mine] + [(group[0], False)] * (passes - len(mine))
         self._set_lr()
-        with hardware.autocast(self.device, self.dtype):
-            loss, nll, _ = batch_loss(self.model, batch, self.cfg.train.label_smoothing)
-        if self.device.type == "cpu":  # free on the CPU: never step on a non-finite loss
-            self._check_finite(loss)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss / tokens).backward()
+        sums = torch.zeros(2, device=self.device)
+        for k, (indices, real) in enumerate(work):
+            batch = to_device(collate(self.data.train, indices), self.device)
+            last = k == len(work) - 1
+            with self._no_sync(not last):
+                with hardware.autocast(self.device, self.dtype):
+                    loss, nll, _ = batch_loss(self.ddp, batch, self.cfg.train.label_smoothing)
+                # DDP averages gradients over ranks: loss * world / tokens sums them instead
+                (loss * ctx.world / tokens if real else loss * 0.0).backward()
+            if real:
+                sums += torch.stack([loss.detach(), nll.detach()])
+        if self.device.type == "cpu":  # free on the CPU: never step on a non-finite loss
+            self._check_finite(distributed.all_reduce_sum(sums[:1].clone(), ctx))
         if self.cfg.train.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_norm)
         self.optimizer.step()
         self.state.step += 1
-        return loss.detach(), nll.detach()
+        return sums[0], sums[1]
+
+    def _no_sync(self, skip: bool):
+        """DDP's ``no_sync`` (accumulate locally, all-reduce later) when ``skip``."""
+        if skip and self.ctx.enabled:
+            return self.ddp.no_sync()
+        return contextlib.nullcontext()
 
     def fit(self) -> dict[str, Any]:
         """Train until ``train.epochs`` epochs or ``train.max_steps`` steps are done."""
-        cfg, state = self.cfg, self.state
+        cfg, state, ctx = self.cfg, self.state, self.ctx
         train = self.data.train
         if self._finished():
             return self.summary()
         self.model.train()
+        per_step = self.batches_per_step
         batches_per_epoch = len(epoch_batches(train, cfg.train.max_tokens, cfg.seed, state.epoch))
-        total = batches_per_epoch * cfg.train.epochs
+        total = -(-batches_per_epoch // per_step) * cfg.train.epochs
         if cfg.train.max_steps is not None:
             total = min(total, cfg.train.max_steps)
         self._log(
@@ -208,32 +328,30 @@ class Trainer:
                 "device": str(self.device),
                 "precision": str(self.dtype or torch.float32),
                 "threads": torch.get_num_threads(),
+                "world_size": ctx.world,
+                "accumulate": cfg.train.accumulate,
+                "max_tokens": cfg.train.max_tokens,
             }
         )
         window = self._new_window()
         sync_every = 1 if self.device.type == "cpu" else cfg.train.log_every
-        pin = self.device.type == "cuda"
         with progress_bar("train", total, self.progress) as bar:
             bar.advance(state.step)
             while not self._finished():
                 batches = epoch_batches(train, cfg.train.max_tokens, cfg.seed, state.epoch)
                 bar.set_description(f"epoch {state.epoch + 1}/{cfg.train.epochs}")
-                for indices in batches[state.batch_in_epoch :]:
-                    batch = collate(train, indices)
-                    tokens = batch.target_tokens
-                    if pin:
-                        batch = batch.pin_memory()
-                    batch = batch.to(self.device, non_blocking=True)
+                for group in distributed.groups(batches[state.batch_in_epoch :], per_step):
                     t0 = time.perf_counter()
-                    loss, nll = self.train_step(batch, tokens)
-                    window["loss"] += loss
-                    window["nll"] += nll
+                    tokens = self.step_tokens(group)
+                    loss, nll = self.train_step(group)
+                    window["sums"] += torch.stack([loss, nll])
                     window["tokens"] += tokens
-                    state.batch_in_epoch += 1
+                    state.batch_in_epoch += len(group)
                     state.train_tokens += tokens
                     status = {}
-                    if state.step % sync_every == 0:
-                        status = {"loss": float(loss) / tokens}
+                    if state.step % sync_every == 0 and self.progress:
+                        mine = self.step_tokens(distributed.rank_share(group, ctx))
+                        status = {"loss": float(loss) / max(mine, 1)}
                     state.train_seconds += time.perf_counter() - t0
                     if state.step % cfg.train.log_every == 0:
                         self._log_window(window)
@@ -255,23 +373,25 @@ class Trainer:
         self.save()
         return self.summary()
 
-    @staticmethod
-    def _new_window() -> dict[str, Any]:
-        return {"loss": 0.0, "nll": 0.0, "tokens": 0, "t0": time.perf_counter()}
+    def _new_window(self) -> dict[str, Any]:
+        sums = torch.zeros(2, device=self.device)
+        return {"sums": sums, "tokens": 0, "t0": time.perf_counter()}
 
     def _log_window(self, window: dict[str, Any]) -> None:
+        """Log the loss of the steps since the last log (global: summed over ranks; the only
+        place the loss is read from the device on CUDA). Every rank must call it."""
         tokens = max(window["tokens"], 1)
+        loss, nll = distributed.all_reduce_sum(window["sums"], self.ctx).tolist()
         elapsed = time.perf_counter() - window["t0"]
-        self._check_finite(window["loss"])
-        window["loss"], window["nll"] = float(window["loss"]), float(window["nll"])
+        self._check_finite(loss)
         self._log(
             {
                 "kind": "train",
                 "step": self.state.step,
                 "epoch": self.state.epoch + 1,
-                "loss": window["loss"] / tokens,
-                "nll": window["nll"] / tokens,
-                "ppl": math.exp(min(window["nll"] / tokens, 50)),
+                "loss": loss / tokens,
+                "nll": nll / tokens,
+                "ppl": math.exp(min(nll / tokens, 50)),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "tokens": int(window["tokens"]),
                 "tokens_per_s": window["tokens"] / max(elapsed, 1e-9),
@@ -285,7 +405,9 @@ class Trainer:
         record: dict[str, Any] = {"kind": "epoch", "step": state.step, "epoch": state.epoch}
         best = False
         if self.cfg.train.validate_every_epoch:
-            valid = evaluate_loss(self.model, self.data.valid, self.cfg, self.device, self.dtype)
+            valid = evaluate_loss(
+                self.model, self.data.valid, self.cfg, self.device, self.dtype, self.ctx
+            )
             best = valid["loss"] < state.best_valid_loss
             if best:
                 state.best_valid_loss = valid["loss"]
@@ -294,7 +416,8 @@ class Trainer:
         record["train_tokens_per_s"] = state.train_tokens / max(state.train_seconds, 1e-9)
         self._log(record)
         self.save(best=best or not (self.ckpt_dir / "best.pt").exists())
-        log.info("epoch %d: %s", state.epoch, record)
+        if self.ctx.is_main:
+            log.info("epoch %d: %s", state.epoch, record)
 
     def summary(self) -> dict[str, Any]:
         s = self.state
@@ -309,12 +432,18 @@ class Trainer:
             "params": count_parameters(self.model),
             "device": str(self.device),
             "precision": str(self.dtype or torch.float32),
+            "world_size": self.ctx.world,
         }
 
 
 def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
-    """Prepare the data (if needed) and train the teacher of ``cfg``; resume if possible."""
-    trainer = Trainer(cfg, prepare(cfg), progress=progress)
+    """Prepare the data (if needed) and train the teacher of ``cfg``; resume if possible.
+
+    Under ``torchrun``, rank 0 prepares the run folder first; the other ranks then read it."""
+    ctx, _ = distributed.setup(hardware.resolve_device(cfg.train.device))
+    with distributed.main_first(ctx):
+        prepared = prepare(cfg, record=ctx.is_main)
+    trainer = Trainer(cfg, prepared, progress=progress)
     return trainer.fit()
 
 
