@@ -153,7 +153,7 @@ def finetune(hybrid: Hybrid, cfg: Config, prepared, epochs: int, progress: bool)
                 optimizer.zero_grad(set_to_none=True)
                 (loss / tokens).backward()
                 optimizer.step()
-                losses.append(float(loss) / int(tokens))
+                losses.append(float(loss.detach()) / int(tokens))
                 bar.advance(1, loss=losses[-1])
     model.eval()
     return {"finetune_epochs": epochs, "finetune_final_loss": losses[-1] if losses else None}

@@ -24,6 +24,8 @@ from attnless.runs import read_json, versions, write_json, write_text
 log = logging.getLogger(__name__)
 
 FIXED_SECTIONS = ("data", "tokenizer", "model")  # must match to reuse a run folder
+# ... except where the data lives and what is evaluated
+FREE_KEYS = {"data.data_dir", "data.test_set", "data.eval_subset"}
 
 
 @dataclass
@@ -70,6 +72,7 @@ def check_compatible(run_dir: Path, cfg: Config) -> None:
     diffs = []
     for section in FIXED_SECTIONS:
         diffs += _differences(old[section], new[section], f"{section}.")
+    diffs = [d for d in diffs if d.split(":")[0] not in FREE_KEYS]
     if old["seed"] != new["seed"]:
         diffs.append(f"seed: {old['seed']!r} in the run folder, {new['seed']!r} now")
     if diffs:

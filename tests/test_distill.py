@@ -198,3 +198,22 @@ def test_masked_mse_ignores_padding() -> None:
     keep = torch.tensor([[True, True, True], [True, True, False]])
     sse, count = masked_mse(prediction, target, keep)
     assert float(sse / count) == pytest.approx(1.0)
+
+
+def test_hybrid_fine_tuning_is_reported_separately(teacher_run: Config) -> None:
+    cfg = _with(teacher_run, "distill.replace=[encoder.self=alr:XS]", "distill.layers=4-5")
+    distill(cfg, progress=False)
+    tuned = _with(
+        teacher_run,
+        "eval.replace=[encoder.self=alr:XS]",
+        "eval.layers=4-5",
+        "eval.finetune_epochs=1",
+        "data.eval_subset=10",
+    )
+    (result,) = evaluate(tuned, ["test"], progress=False)
+    assert result["variant"] == "encoder.self-alr-XS.L4-5.ft1"
+    assert result["finetune_epochs"] == 1 and result["finetune_final_loss"] > 0
+    plain = cfg.run_dir() / "eval" / "encoder.self-alr-XS.L4-5"
+    assert not plain.exists()  # the fine-tuned hybrid does not overwrite the distilled one
+    student = cfg.run_dir() / "students" / "encoder.self" / "alr-XS" / "layer4.pt"
+    assert checkpoint.load(student)["position"][0] == 3  # students on disk are untouched

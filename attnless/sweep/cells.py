@@ -1,0 +1,216 @@
+"""Sweep cells: expanding a spec's grid into cells with stable ids, and sharding them."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnless import config as config_mod
+from attnless.config import Config
+from attnless.model.sites import ReplacementError
+from attnless.sweep.spec import SWEEP_KEYS, Spec, SpecError
+
+# Settings that say where and how verbosely a job runs, not what it computes.
+OPERATIONAL = (
+    "name",
+    "dir",
+    "run_root",
+    "data.data_dir",
+    "train.progress",
+    "train.device",
+    "train.threads",
+    "train.log_every",
+    "train.save_every",
+    "distill.progress",
+    "distill.log_every",
+    "decode.batch_tokens",
+)
+TEACHER_SECTIONS = ("data", "tokenizer", "model", "train")
+SITE_SHORT = {"encoder.self": "enc self", "decoder.self": "dec self", "decoder.cross": "cross"}
+
+Family = tuple[str, str, str]  # (site, method, size): the students of one replacement
+
+_SAME = object()  # marks a value equal to its default
+
+
+def _nondefault(values: Any, defaults: Any) -> Any:
+    """The parts of ``values`` that differ from ``defaults`` (nested dicts)."""
+    if isinstance(values, dict) and isinstance(defaults, dict):
+        out = {}
+        for key, value in values.items():
+            sub = _nondefault(value, defaults.get(key))
+            if sub is not _SAME:
+                out[key] = sub
+        return out if out else _SAME
+    return _SAME if values == defaults else values
+
+
+def _drop(values: dict[str, Any], keys: tuple[str, ...] | set[str]) -> dict[str, Any]:
+    """A deep copy of ``values`` without the dotted ``keys``."""
+    out = copy.deepcopy(values)
+    for key in keys:
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def settings(cfg: Config, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The non-default, non-operational settings of ``cfg`` (optionally only some sections)."""
+    values = _drop(cfg.to_dict(), set(OPERATIONAL) | set(SWEEP_KEYS))
+    defaults = Config().to_dict()
+    if sections is not None:
+        values = {k: v for k, v in values.items() if k in sections or k == "seed"}
+    diff = _nondefault(values, defaults)
+    return {} if diff is _SAME else diff
+
+
+def fingerprint(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of ``obj``'s JSON form."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def teacher_id(cfg: Config) -> str:
+    """A hash of everything that defines a teacher: data, tokenizer, model, training, seed."""
+    pair = [cfg.data.corpus, cfg.data.src, cfg.data.tgt]
+    return fingerprint({"pair": pair, "settings": settings(cfg, TEACHER_SECTIONS)}, 8)
+
+
+def variant_label(replace: tuple[str, ...] | list[str]) -> str:
+    """``ALR`` for encoder-only variants, else ``ALR dec self + ALR cross`` etc."""
+    parts = [entry.partition("=") for entry in replace]
+    if all(site == "encoder.self" for site, _, _ in parts):
+        return " + ".join(method.upper() for _, _, method in parts)
+    return " + ".join(f"{method.upper()} {SITE_SHORT.get(site, site)}" for site, _, method in parts)
+
+
+def layer_count(cfg: Config, site: str) -> int:
+    """The number of layers that have ``site`` (encoder or decoder layers)."""
+    return cfg.model.encoder_layers if site.startswith("encoder") else cfg.model.decoder_layers
+
+
+@dataclass
+class Cell:
+    """One combination of grid values, with the resolved config that runs it."""
+
+    index: int
+    id: str
+    corpus: str
+    direction: str
+    replace: tuple[str, ...]
+    size: str
+    layers: str
+    teacher: str  # teacher id
+    config: Config = field(repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return variant_label(self.replace)
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.config.run_dir()
+
+    def grid_values(self) -> dict[str, Any]:
+        return {
+            "corpus": self.corpus,
+            "direction": self.direction,
+            "replace": list(self.replace),
+            "size": self.size,
+            "layers": self.layers,
+        }
+
+    def families(self) -> dict[Family, list[int]]:
+        """(site, method, size) -> the layers this cell needs students for."""
+        from attnless.distill import parse_layers
+
+        out = {}
+        for entry in self.replace:
+            site, _, method = entry.partition("=")
+            count = layer_count(self.config, site)
+            out[(site, method, self.size)] = parse_layers(self.layers, count)
+        return out
+
+    def title(self) -> str:
+        return f"{self.corpus} {self.direction} {self.label} {self.size} layers {self.layers}"
+
+
+def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
+    """All cells of ``spec``, teacher (corpus, direction) varying fastest; ids are stable."""
+    from attnless.distill import parse_layers
+
+    base_values = spec.base_values()
+    base = config_mod.from_dict(base_values, str(spec.preset_path))
+    grid = spec.grid
+    corpora = grid.get("corpus") or [base.data.corpus]
+    directions = grid.get("direction") or [f"{base.data.src}-{base.data.tgt}"]
+    layer_values = grid.get("layers") or ["all"]
+    preset_name = base.name
+    cells: list[Cell] = []
+    combos = itertools.product(grid["replace"], grid["size"], layer_values, corpora, directions)
+    for replace, size, layers, corpus, direction in combos:
+        src, tgt = direction.split("-")
+        values = copy.deepcopy(base_values)
+        data = values.setdefault("data", {})
+        data.update({"corpus": corpus, "src": src, "tgt": tgt})
+        cfg = config_mod.from_dict(values, f"{spec.source} (cell {direction})")
+        for entry in replace:
+            site = entry.partition("=")[0]
+            try:
+                parse_layers(layers, layer_count(cfg, site))
+            except ReplacementError as err:
+                raise SpecError(f"{spec.source}: grid.layers: {layers!r}: {err}") from None
+        tid = teacher_id(cfg)
+        cfg.name = f"{preset_name}-{tid}"
+        cfg.run_root = str(runs)
+        cfg.dir = None
+        cfg.distill.replace = [f"{entry}:{size}" for entry in replace]
+        cfg.distill.layers = layers
+        cfg.eval.replace = list(cfg.distill.replace)
+        cfg.eval.layers = layers
+        content = {
+            "corpus": corpus,
+            "direction": direction,
+            "replace": list(replace),
+            "size": size,
+            "layers": layers,
+            "settings": settings(cfg),
+        }
+        cells.append(
+            Cell(
+                len(cells), fingerprint(content), corpus, direction, replace, size, layers, tid, cfg
+            )
+        )
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):  # pragma: no cover - the grid rejects duplicates
+        raise SpecError(f"{spec.source}: two cells have the same content")
+    return cells
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``i/n`` -> (i, n), 0 <= i < n."""
+    if not text:
+        return 0, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise SpecError(f"--shard {text!r}: expected i/n, e.g. 0/4 (0-based)")
+    i, n = int(match.group(1)), int(match.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise SpecError(f"--shard {text!r}: need 0 <= i < n (shards are numbered from 0)")
+    return i, n
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
+    """The cells of shard ``(i, n)``: indices i, i+n, i+2n, ..."""
+    i, n = shard
+    return [c for c in cells if c.index % n == i]

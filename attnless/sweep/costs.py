@@ -1,0 +1,297 @@
+"""Time estimates for ``--dry-run`` and the ETA: a cost model, an estimator and a sweep's plan."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnless.config import Config
+from attnless.runs import read_json
+from attnless.sweep.cells import Cell, Family
+from attnless.sweep.params import student_params, student_shape, teacher_params
+from attnless.sweep.students import distill_settings, family_done
+
+# Corpus sizes for estimates before a teacher's run folder exists (then data.json is used).
+# Token counts per sentence are for an 8k joint BPE (measured on Multi30k de-en; IWSLT assumed).
+CORPUS_SIZES = {
+    "multi30k": {"train": 29_000, "valid": 1_014, "test": 1_000, "src": 14.8, "tgt": 14.3},
+    "iwslt2017": {"train": 206_112, "valid": 888, "test": 8_079, "src": 24.0, "tgt": 23.0},
+    "text": {"train": 100_000, "valid": 1_000, "test": 1_000, "src": 25.0, "tgt": 25.0},
+}
+IWSLT_FR = {"train": 232_825, "valid": 890, "test": 8_597}
+MULTI30K_TESTS = {"test": 1_000, "test_2016_flickr": 1_000, "test_2017_mscoco": 461}
+
+# The paper's teacher (6+6 layers, d 128, 8k vocabulary): decoding rates refer to its size.
+REFERENCE_TEACHER_PARAMS = 3_809_600
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds from FLOP counts and effective rates: an estimate, not a measurement.
+
+    - teacher training: ``6 x params x tokens`` FLOPs per epoch (encoder params x source tokens,
+      decoder + generator params x target tokens) at ``teacher_flops``, plus 3% validation;
+    - distillation: per epoch, one teacher forward pass (``2 x params x tokens``) at
+      ``forward_flops``; per student, ``6 x its params`` FLOPs per training sentence (the
+      flattened sentence is one input vector) at ``student_flops``, ``vector_seconds`` per
+      element of its LayerNorm/bias vectors per sentence (the elementwise work that dominates
+      the XS and S students), ``adam_seconds`` per parameter per optimizer step, and a third of
+      the per-sentence cost per validation sentence;
+    - evaluation: greedy decoding of the test set at ``decode_sentences`` per second for a
+      teacher of the paper's size (scaled by teacher parameters), per cell and once per teacher;
+    - ``step_overhead`` seconds per optimizer step (kernel launches; matters on GPUs).
+
+    CPU rates were measured on a 2-core AMD EPYC (AVX512-BF16, bf16 autocast) on a shared,
+    sometimes busy machine: the paper's teacher trained at 4,170 target tokens/s (9.6e10
+    FLOP/s); students' forward + backward ran at 3e11 FLOP/s (ALR-M, batch 256), their
+    elementwise work at about 1.2 ns per vector element and sentence, Adam (foreach) at 2.1 ns
+    per parameter and step; the teacher's forward pass and greedy decoding (about 200
+    sentences/s on Multi30k) are rounded from runs on the busy machine. Rates are scaled
+    linearly by the number of threads (optimistic beyond a few cores). The GPU rates are
+    assumptions for one H100-class GPU, not measurements.
+    """
+
+    device: str
+    threads: int
+    teacher_flops: float
+    forward_flops: float
+    student_flops: float
+    vector_seconds: float
+    adam_seconds: float
+    decode_sentences: float
+    step_overhead: float
+
+    @classmethod
+    def for_machine(cls, device: str = "auto", threads: int | None = None) -> CostModel:
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda"):
+            return cls("cuda", 0, 1.0e12, 5.0e12, 2.0e14, 5e-12, 1e-11, 1500.0, 0.02)
+        threads = threads or torch.get_num_threads()
+        k = threads / 2
+        teacher, forward, students, vector, adam, decode = 9.6e10, 8e10, 2.5e11, 1.5e-9, 2.1e-9, 200
+        return cls(
+            "cpu",
+            threads,
+            teacher * k,
+            forward * k,
+            students * k,
+            vector / k,
+            adam / k,
+            decode * k,
+            0.0,
+        )
+
+    def describe(self) -> str:
+        where = f"cpu, {self.threads} threads" if self.device == "cpu" else "one GPU (assumed)"
+        return (
+            f"{where}: teacher training {self.teacher_flops:.2g} FLOP/s, teacher forward "
+            f"{self.forward_flops:.2g} FLOP/s, students {self.student_flops:.2g} FLOP/s + "
+            f"{self.vector_seconds:.2g} s per vector element + Adam {self.adam_seconds:.2g} s "
+            "per parameter and step, decoding "
+            f"{self.decode_sentences:.0f} sentences/s (paper-size teacher)"
+        )
+
+
+def corpus_sizes(cfg: Config, run_dir: Path | None = None) -> dict[str, float]:
+    """Train/valid/test sentence counts and tokens per sentence for ``cfg``'s data."""
+    d = cfg.data
+    sizes = dict(CORPUS_SIZES.get(d.corpus, CORPUS_SIZES["text"]))
+    if d.corpus == "iwslt2017" and "fr" in (d.src, d.tgt):
+        sizes.update(IWSLT_FR)
+    if d.corpus == "multi30k":
+        sizes["test"] = MULTI30K_TESTS.get(d.test_set, 1_000)
+    stats = read_json(run_dir / "data.json") if run_dir is not None else None
+    if isinstance(stats, dict) and stats.get("train_pairs_kept"):
+        kept = stats["train_pairs_kept"]
+        sizes.update(
+            train=kept,
+            valid=stats.get("valid_pairs", sizes["valid"]),
+            src=stats.get("train_src_tokens", 0) / kept or sizes["src"],
+            tgt=stats.get("train_tgt_tokens", 0) / kept or sizes["tgt"],
+        )
+    else:
+        if d.train_subset:
+            sizes["train"] = min(sizes["train"], d.train_subset)
+        if d.eval_subset:
+            sizes["valid"] = min(sizes["valid"], d.eval_subset)
+    if d.eval_subset:
+        sizes["test"] = min(sizes["test"], d.eval_subset)
+    return sizes
+
+
+class Estimator:
+    """Estimated seconds of teachers, student families and cell evaluations."""
+
+    def __init__(self, model: CostModel) -> None:
+        self.model = model
+
+    def _teacher_params(self, cfg: Config) -> dict[str, int]:
+        m = cfg.model
+        return teacher_params(
+            m.d_model,
+            m.heads,
+            m.ffn_dim,
+            m.encoder_layers,
+            m.decoder_layers,
+            cfg.tokenizer.vocab_size,
+        )
+
+    def teacher(self, cfg: Config, run_dir: Path | None = None) -> float:
+        """Training the teacher of ``cfg``, then scoring it."""
+        s = corpus_sizes(cfg, run_dir)
+        p = self._teacher_params(cfg)
+        per_sentence = 6 * (p["encoder"] * s["src"] + (p["decoder"] + p["generator"]) * s["tgt"])
+        steps = s["train"] * s["tgt"] / max(cfg.train.max_tokens / 1.6, 1)  # padding, batch fn
+        epochs = cfg.train.epochs
+        if cfg.train.max_steps is not None:
+            epochs = min(epochs, cfg.train.max_steps / max(steps, 1))
+        seconds = 1.03 * epochs * (s["train"] * per_sentence / self.model.teacher_flops)
+        seconds += epochs * steps * self.model.step_overhead
+        return seconds + self.evaluation(cfg, run_dir)
+
+    def _distill_epochs(self, cfg: Config, sentences: float) -> float:
+        d = cfg.distill
+        epochs = float(d.epochs)
+        if d.max_steps is not None:
+            epochs = min(epochs, d.max_steps / max(math.ceil(sentences / d.batch_size), 1))
+        return epochs
+
+    def teacher_passes(self, cfg: Config, decoder: bool, run_dir: Path | None = None) -> float:
+        """The teacher forward passes of one distillation call (shared by its students)."""
+        s = corpus_sizes(cfg, run_dir)
+        p = self._teacher_params(cfg)
+        per_sentence = 2 * p["encoder"] * s["src"]
+        if decoder:
+            per_sentence += 2 * p["decoder"] * s["tgt"]
+        sentences = s["train"] + (s["valid"] if cfg.distill.validate_every_epoch else 0)
+        epochs = self._distill_epochs(cfg, s["train"])
+        return epochs * sentences * per_sentence / self.model.forward_flops
+
+    def family(
+        self, cfg: Config, family: Family, layers: int, run_dir: Path | None = None
+    ) -> float:
+        """Distilling one (site, method, size) at ``layers`` layers, without teacher passes."""
+        site, method, size = family
+        s = corpus_sizes(cfg, run_dir)
+        m = cfg.model
+        params, vectors = student_shape(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
+        per_sentence = 6 * params / self.model.student_flops + vectors * self.model.vector_seconds
+        epochs = self._distill_epochs(cfg, s["train"])
+        valid = s["valid"] if cfg.distill.validate_every_epoch else 0
+        steps = epochs * math.ceil(s["train"] / cfg.distill.batch_size) * layers
+        per_step = self.model.step_overhead + params * self.model.adam_seconds
+        return epochs * layers * per_sentence * (s["train"] + valid / 3) + steps * per_step
+
+    def evaluation(self, cfg: Config, run_dir: Path | None = None, flops: float = 0) -> float:
+        """Greedy decoding of the test set(s), plus ``flops`` per sentence for students."""
+        s = corpus_sizes(cfg, run_dir)
+        p = self._teacher_params(cfg)
+        rate = self.model.decode_sentences * REFERENCE_TEACHER_PARAMS / max(sum(p.values()), 1)
+        sentences = s["test"] * len(cfg.eval.splits)
+        return sentences / rate + sentences * flops / self.model.student_flops
+
+    def cell_eval(self, cell: Cell) -> float:
+        """Evaluating one cell: decoding with its students in place."""
+        cfg = cell.config
+        m = cfg.model
+        flops = 0.0
+        for (site, method, size), layers in cell.families().items():
+            p = student_params(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
+            # decoder-side students also run one position per decoding step
+            flops += 2 * p * len(layers) * (1.0 if site == "encoder.self" else 1.4)
+        return self.evaluation(cfg, None, flops)
+
+
+@dataclass
+class Plan:
+    """What a sweep (or one shard) still has to do, with estimated seconds."""
+
+    cells: list[Cell]
+    done: set[str]
+    teachers: dict[Path, float]  # run folder -> seconds (0 when trained)
+    families: dict[tuple[Path, Family], float]  # seconds (0 when distilled)
+    students: dict[tuple[Path, Family], int]  # students (layers) per family
+    passes: dict[Path, float]  # teacher passes of distillation, per teacher
+    evals: dict[str, float]  # cell id -> seconds
+    cell_seconds: dict[str, float]  # each cell's share of everything it needs
+
+    @property
+    def pending(self) -> list[Cell]:
+        return [c for c in self.cells if c.id not in self.done]
+
+    def total(self) -> float:
+        return (
+            sum(self.teachers.values())
+            + sum(self.families.values())
+            + sum(self.passes.values())
+            + sum(self.evals.values())
+        )
+
+
+def make_plan(
+    cells: list[Cell], done: set[str], teacher_steps: dict[str, int | None], model: CostModel
+) -> Plan:
+    """Estimate the work left; ``teacher_steps``: teacher id -> step, for trained teachers."""
+    est = Estimator(model)
+    pending = [c for c in cells if c.id not in done]
+    teachers: dict[Path, float] = {}
+    needed: dict[tuple[Path, Family], set[int]] = {}
+    users: dict[tuple[Path, Family], list[Cell]] = {}
+    config_of: dict[Path, Cell] = {}
+    for cell in pending:
+        run_dir = cell.teacher_dir
+        config_of.setdefault(run_dir, cell)
+        if run_dir not in teachers:
+            trained = cell.teacher in teacher_steps or (run_dir / "eval" / "teacher").is_dir()
+            teachers[run_dir] = 0.0 if trained else est.teacher(cell.config, run_dir)
+        for fam, layers in cell.families().items():
+            needed.setdefault((run_dir, fam), set()).update(layers)
+            users.setdefault((run_dir, fam), []).append(cell)
+    families: dict[tuple[Path, Family], float] = {}
+    students: dict[tuple[Path, Family], int] = {}
+    decoder_side: dict[Path, bool] = {}
+    for (run_dir, fam), layers in needed.items():
+        cell = config_of[run_dir]
+        step = teacher_steps.get(cell.teacher)
+        wanted = distill_settings(cell.config)
+        if family_done(run_dir, fam, sorted(layers), wanted, step):
+            families[(run_dir, fam)] = 0.0
+            continue
+        families[(run_dir, fam)] = est.family(cell.config, fam, len(layers), run_dir)
+        students[(run_dir, fam)] = len(layers)
+        decoder_side[run_dir] = decoder_side.get(run_dir, False) or fam[0] != "encoder.self"
+    passes = {
+        run_dir: est.teacher_passes(config_of[run_dir].config, decoder, run_dir)
+        for run_dir, decoder in decoder_side.items()
+    }
+    evals = {c.id: est.cell_eval(c) for c in pending}
+    per_teacher: dict[Path, int] = {}
+    for c in pending:
+        per_teacher[c.teacher_dir] = per_teacher.get(c.teacher_dir, 0) + 1
+    cell_seconds = {}
+    for c in pending:
+        run_dir = c.teacher_dir
+        share = evals[c.id]
+        share += (teachers[run_dir] + passes.get(run_dir, 0.0)) / per_teacher[run_dir]
+        for fam in c.families():
+            share += families[(run_dir, fam)] / len(users[(run_dir, fam)])
+        cell_seconds[c.id] = share
+    return Plan(cells, done, teachers, families, students, passes, evals, cell_seconds)
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``42s``, ``4m58s``, ``1h26m`` or ``3.5 days``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours / 24:.1f} days"

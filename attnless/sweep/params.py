@@ -1,0 +1,75 @@
+"""Parameter counts of students and teacher modules, from models built on the meta device."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from attnless.config import Config
+from attnless.model.sites import METHODS
+
+if TYPE_CHECKING:
+    from attnless.model import Seq2SeqTransformer
+
+
+@functools.cache
+def student_shape(key: str, size: str, n: int, d_model: int, heads: int) -> tuple[int, int]:
+    """(parameters, LayerNorm/bias vector elements) of one student of method ``key`` (one
+    layer), built on the meta device, so even XL students cost no memory."""
+    import torch
+
+    with torch.device("meta"):
+        net = METHODS[key].build(n, d_model, size, {"heads": heads, "causal": True})
+    total = vectors = 0
+    for name, param in net.named_parameters():
+        total += param.numel()
+        if "norm" in name or "bias" in name:
+            vectors += param.numel()
+    return total, vectors
+
+
+def student_params(key: str, size: str, n: int, d_model: int, heads: int) -> int:
+    """Parameters of one student (one layer) of method ``key``."""
+    return student_shape(key, size, n, d_model, heads)[0]
+
+
+def _meta_teacher(
+    d_model: int, heads: int, ffn_dim: int, enc: int, dec: int, vocab: int
+) -> Seq2SeqTransformer:
+    """A teacher of this shape, built on the meta device (no memory)."""
+    import torch
+
+    from attnless.model import build_model
+
+    cfg = Config()
+    cfg.model.d_model, cfg.model.heads, cfg.model.ffn_dim = d_model, heads, ffn_dim
+    cfg.model.encoder_layers, cfg.model.decoder_layers = enc, dec
+    with torch.device("meta"):
+        return build_model(cfg, vocab, vocab)
+
+
+@functools.cache
+def replaced_params(key: str, d_model: int, heads: int, ffn_dim: int) -> int:
+    """Parameters of the teacher module a student of method ``key`` replaces (one layer)."""
+    from attnless.model import count_parameters
+    from attnless.model.sites import get_module
+
+    model = _meta_teacher(d_model, heads, ffn_dim, 1, 1, 8)
+    return count_parameters(get_module(model, METHODS[key].path(0)))
+
+
+@functools.cache
+def teacher_params(d_model: int, heads: int, ffn_dim: int, enc: int, dec: int, vocab: int) -> dict:
+    """Teacher parameters: encoder and decoder stacks (no embeddings) and the generator."""
+    from attnless.model import count_parameters
+
+    model = _meta_teacher(d_model, heads, ffn_dim, enc, dec, vocab)
+
+    def body(stack) -> int:
+        return sum(p.numel() for n, p in stack.named_parameters() if not n.startswith("embed"))
+
+    return {
+        "encoder": body(model.encoder),
+        "decoder": body(model.decoder),
+        "generator": count_parameters(model.generator),
+    }

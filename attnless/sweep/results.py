@@ -1,0 +1,181 @@
+"""A sweep's ``results.jsonl``: reading it, appending to it, and the fields of its records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attnless.config import Config
+from attnless.locks import HOST
+from attnless.runs import append_jsonl, versions
+from attnless.sweep.cells import Cell, Family
+from attnless.sweep.spec import Spec
+
+# The package's logger, as before the package was split into modules (log lines name it).
+log = logging.getLogger(__package__)
+
+
+def read_results(path: str | Path, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """Records of a results file; a corrupt line is skipped with a warning naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    warn = warn or log.warning
+    records = []
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as err:
+                warn(f"{path}:{number}: corrupt line skipped ({err}): {line.strip()[:80]!r}")
+                continue
+            records.append(record)
+    return records
+
+
+def append_result(path: Path, record: dict[str, Any]) -> None:
+    """Append a record; first end a line a killed writer may have left unterminated."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                try:
+                    os.write(fd, b"\n")
+                finally:
+                    os.close(fd)
+    append_jsonl(path, record)
+
+
+def _metrics(result: dict[str, Any], hybrid: bool = False) -> dict[str, Any]:
+    """The scores (and, for ``hybrid`` results, the teacher comparison) of one evaluation."""
+    keys = ["split", "test_set", "bleu", "chrf", "bleu_signature", "chrf_signature"]
+    keys += ["sentences", "sentences_per_s"]
+    if hybrid:
+        keys += ["teacher_bleu", "teacher_chrf", "relative_bleu", "teacher_fallback"]
+        keys += ["length_capped"]
+    return {k: result.get(k) for k in keys if k in result}
+
+
+def _config_record(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as recorded in a result (without its folder)."""
+    values = cfg.to_dict()
+    values.pop("dir", None)
+    return values
+
+
+def timestamp() -> str:
+    """The local time, as recorded in ``finished_at``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def teacher_record(
+    spec: Spec,
+    cell: Cell,
+    summary: dict[str, Any],
+    scores: dict[str, dict[str, Any]],
+    wall_seconds: float,
+    train_wall_seconds: float,
+) -> dict[str, Any]:
+    """The line of a trained and scored teacher: ``summary`` of its training, ``scores`` per
+    evaluation split (the first split's are the main ones)."""
+    cfg = cell.config
+    main = scores[cfg.eval.splits[0]]
+    return {
+        "kind": "teacher",
+        "teacher_id": cell.teacher,
+        "sweep": spec.name,
+        "preset": spec.preset,
+        "corpus": cell.corpus,
+        "direction": cell.direction,
+        "run_dir": str(cfg.run_dir()),
+        "checkpoint": cfg.distill.teacher_checkpoint,
+        "step": main.get("step", summary["step"]),
+        "epochs": summary["epoch"],
+        "params": summary["params"],
+        "device": summary["device"],
+        "precision": summary["precision"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": wall_seconds,
+        "train_wall_seconds": train_wall_seconds,
+        **_metrics(main),
+        "scores": {s: _metrics(v) for s, v in scores.items()},
+        "seed": cfg.seed,
+        "config": _config_record(cfg),
+        "versions": versions(),
+        "finished_at": timestamp(),
+        "host": HOST,
+        "pid": os.getpid(),
+    }
+
+
+def cell_record(
+    spec: Spec,
+    shard: tuple[int, int],
+    cell: Cell,
+    teacher: dict[str, Any],
+    students: dict[Family, dict[str, Any]],
+    results: list[dict[str, Any]],
+    eval_seconds: float,
+) -> dict[str, Any]:
+    """The line of an evaluated cell: its ``teacher``'s line, the ``students``' family markers
+    and the evaluation ``results`` per split (the first split's are the main ones)."""
+    main = results[0]
+    calls: dict[str, float] = {}
+    fam_info = {}
+    for fam in cell.families():
+        marker = students.get(fam) or {}
+        fam_info["/".join(fam)] = {
+            k: marker.get(k) for k in ("call", "seconds", "students_in_call", "layers")
+        }
+        if marker.get("call"):
+            calls[marker["call"]] = marker.get("seconds", 0.0)
+    return {
+        "kind": "cell",
+        "cell_id": cell.id,
+        "sweep": spec.name,
+        "preset": spec.preset,
+        "index": cell.index,
+        **cell.grid_values(),
+        "variant": cell.label,
+        "teacher_id": cell.teacher,
+        "run_dir": str(cell.teacher_dir),
+        "hybrid": main.get("variant"),
+        **_metrics(main),
+        "teacher_bleu": main.get("teacher_bleu"),
+        "teacher_chrf": main.get("teacher_chrf"),
+        "relative_bleu": main.get("relative_bleu"),
+        "scores": {r["split"]: _metrics(r, hybrid=True) for r in results},
+        "student_params": main.get("student_params"),
+        "replaced_params": main.get("replaced_params"),
+        "params_ratio": main.get("params_ratio"),
+        "replacements": main.get("replacements"),
+        "n": main.get("n"),
+        "teacher_fallback": main.get("teacher_fallback"),
+        "length_capped": main.get("length_capped"),
+        "sentences_per_s": main.get("sentences_per_s"),
+        "teacher_sentences_per_s": main.get("teacher_sentences_per_s"),
+        "times": {
+            "teacher_train_seconds": teacher.get("train_seconds"),
+            "distill_seconds": sum(calls.values()),
+            "distill_calls": fam_info,
+            "eval_seconds": eval_seconds,
+        },
+        "seed": cell.config.seed,
+        "config": _config_record(cell.config),
+        "versions": main.get("versions") or versions(),
+        "shard": f"{shard[0]}/{shard[1]}",
+        "finished_at": timestamp(),
+        "host": HOST,
+        "pid": os.getpid(),
+    }

@@ -1,0 +1,410 @@
+"""Running a sweep: teachers, then their students, then one evaluation per cell, under locks."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attnless.config import Config
+from attnless.locks import FileLock, describe_holder
+from attnless.runs import write_json, write_text
+from attnless.sweep.cells import Cell, Family, expand, shard_cells
+from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
+from attnless.sweep.results import (
+    append_result,
+    cell_record,
+    read_results,
+    teacher_record,
+    timestamp,
+)
+from attnless.sweep.spec import Spec
+from attnless.sweep.students import (
+    distill_calls,
+    distill_settings,
+    family_dir,
+    family_done,
+    family_lock,
+    lock_beside,
+    read_json_quiet,
+)
+
+# The package's logger, as before the package was split into modules (log lines name it).
+log = logging.getLogger(__package__)
+
+
+class Sweep:
+    """Runs the cells of one shard of a spec; see :mod:`attnless.sweep`."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        out: str | Path | None = None,
+        runs: str | Path | None = None,
+        shard: tuple[int, int] = (0, 1),
+        progress: bool = True,
+        poll: float | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.out = Path(out) if out is not None else Path("sweeps") / spec.name
+        self.runs = Path(runs) if runs is not None else self.out.parent / "runs"
+        self.shard = shard
+        self.progress = progress
+        self.poll = (
+            poll if poll is not None else float(os.environ.get("ATTNLESS_SWEEP_POLL_S", "5"))
+        )
+        self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.cells = expand(spec, self.runs)
+        self.mine = shard_cells(self.cells, shard)
+        self.results_path = self.out / "results.jsonl"
+
+    # ---------------------------------------------------------------- state
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_results(self.results_path)
+
+    def done_ids(self, records: list[dict] | None = None) -> set[str]:
+        records = self.records() if records is None else records
+        return {r.get("cell_id") for r in records if r.get("kind") == "cell"}
+
+    def teacher_records(self, records: list[dict] | None = None) -> dict[str, dict]:
+        records = self.records() if records is None else records
+        return {r.get("teacher_id"): r for r in records if r.get("kind") == "teacher"}
+
+    def teacher_steps(self, records: list[dict] | None = None) -> dict[str, int | None]:
+        return {tid: r.get("step") for tid, r in self.teacher_records(records).items()}
+
+    def cost_model(self) -> CostModel:
+        return CostModel.for_machine(self.cells[0].config.train.device if self.cells else "auto")
+
+    def plan(self, model: CostModel | None = None) -> Plan:
+        records = self.records()
+        model = model or self.cost_model()
+        return make_plan(self.mine, self.done_ids(records), self.teacher_steps(records), model)
+
+    # ---------------------------------------------------------------- dry run
+
+    def dry_run(self, model: CostModel | None = None) -> str:
+        model = model or self.cost_model()
+        plan = self.plan(model)
+        i, n = self.shard
+        lines = [
+            f"sweep {self.spec.name}: {len(self.cells)} cells, preset {self.spec.preset} "
+            f"({self.spec.preset_path})"
+            + (f", shard {i}/{n}: {len(self.mine)} cells" if n > 1 else ""),
+            f"results: {self.results_path}   teachers: {self.runs}",
+        ]
+        if self.spec.overrides:
+            lines.append("overrides: " + " ".join(f"--set {o}" for o in self.spec.overrides))
+        header = f"{'#':>4}  {'cell':12}  {'status':7}  {'corpus':9}  {'dir':5}  "
+        header += f"{'replace':32}  {'size':4}  {'layers':8}  {'est.':>8}"
+        lines += ["", header]
+        for cell in self.mine:
+            status = "done" if cell.id in plan.done else "pending"
+            est = fmt_seconds(plan.cell_seconds[cell.id]) if status == "pending" else "-"
+            lines.append(
+                f"{cell.index:>4}  {cell.id:12}  {status:7}  {cell.corpus:9}  "
+                f"{cell.direction:5}  {'+'.join(cell.replace):32}  {cell.size:4}  "
+                f"{cell.layers:8}  {est:>8}"
+            )
+        to_train = [d for d, s in plan.teachers.items() if s > 0]
+        to_distill = [k for k, s in plan.families.items() if s > 0]
+        students = sum(plan.students.values())
+        lines += [
+            "",
+            f"done {len(self.mine) - len(plan.pending)}/{len(self.mine)}; to do: "
+            f"{len(to_train)} teacher(s) to train, {len(to_distill)} student families "
+            f"({students} students) to distil, {len(plan.pending)} cells to evaluate",
+            f"estimate: teachers {fmt_seconds(sum(plan.teachers.values()))}, distillation "
+            f"{fmt_seconds(sum(plan.families.values()))} (+ teacher passes "
+            f"{fmt_seconds(sum(plan.passes.values()))}), evaluation "
+            f"{fmt_seconds(sum(plan.evals.values()))}; total {fmt_seconds(plan.total())}",
+            f"(an estimate from FLOP counts, not a measurement; cost model: {model.describe()})",
+        ]
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- run
+
+    def run(self) -> dict[str, Any]:
+        """Run every pending cell of this shard; returns counts."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "spec.yaml", yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
+        previous = _install_sigterm()
+        try:
+            return self._run()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> dict[str, Any]:
+        records = self.records()
+        done = self.done_ids(records)
+        pending = [c for c in self.mine if c.id not in done]
+        i, n = self.shard
+        where = f" (shard {i}/{n})" if n > 1 else ""
+        self.say(
+            f"sweep {self.spec.name}{where}: {len(self.mine)} cells, "
+            f"{len(self.mine) - len(pending)} finished (skipped), {len(pending)} to run; "
+            f"results in {self.results_path}"
+        )
+        self.counts = {"cells": len(self.mine), "skipped": len(self.mine) - len(pending)}
+        self.counts.update(evaluated=0, busy=0)
+        if not pending:
+            return self.counts
+        plan = make_plan(self.mine, done, self.teacher_steps(records), self.cost_model())
+        self._clock = {"start": time.monotonic(), "estimated_done": 0.0, "plan": plan}
+        self._finished = len(self.mine) - len(pending)
+        groups: dict[Path, list[Cell]] = {}
+        for cell in pending:
+            groups.setdefault(cell.teacher_dir, []).append(cell)
+        _in_turn(
+            list(groups.values()),
+            lambda group: self._teacher_lock(group[0]),
+            self._run_group,
+            self.poll,
+        )
+        return self.counts
+
+    def _teacher_lock(self, cell: Cell) -> FileLock:
+        return lock_beside(cell.teacher_dir, f"teacher {cell.teacher_dir}")
+
+    def _run_group(self, group: list[Cell], lock: FileLock) -> None:
+        cell = group[0]
+        teacher = self._ensure_teacher(cell)
+        lock.release()
+        students = self._ensure_students(group, teacher)
+        for cell in group:
+            self._evaluate(cell, teacher, students)
+
+    # ---------------------------------------------------------------- teacher
+
+    def _ensure_teacher(self, cell: Cell) -> dict[str, Any]:
+        from attnless.evaluate import teacher_scores
+        from attnless.train import train
+
+        known = self.teacher_records().get(cell.teacher)
+        if known is not None:
+            return known
+        cfg = cell.config
+        self.say(f"teacher {cell.corpus} {cell.direction}: {cfg.run_dir()}")
+        start = time.perf_counter()
+        summary = train(cfg, progress=self.progress)
+        trained = time.perf_counter() - start
+        which = cfg.distill.teacher_checkpoint
+        scores = {s: teacher_scores(cfg, s, which, self.progress) for s in cfg.eval.splits}
+        wall_seconds = time.perf_counter() - start
+        record = teacher_record(self.spec, cell, summary, scores, wall_seconds, trained)
+        if cell.teacher not in self.teacher_records():  # we hold the teacher lock
+            append_result(self.results_path, record)
+        self.say(
+            f"teacher {cell.corpus} {cell.direction}: BLEU {record['bleu']:.2f} on "
+            f"{record['test_set']} (trained {fmt_seconds(record['train_seconds'])})"
+        )
+        self._advance_estimate(self._clock["plan"].teachers.get(cfg.run_dir(), 0.0))
+        return record
+
+    # ---------------------------------------------------------------- students
+
+    def _ensure_students(self, group: list[Cell], teacher: dict[str, Any]) -> dict:
+        """Distil every student the cells of ``group`` need; returns the family markers."""
+        cfg = group[0].config
+        run_dir = cfg.run_dir()
+        wanted = distill_settings(cfg)
+        step = teacher.get("step")
+        needed: dict[Family, set[int]] = {}
+        for cell in group:
+            for fam, layers in cell.families().items():
+                needed.setdefault(fam, set()).update(layers)
+        remaining = {fam: sorted(layers) for fam, layers in needed.items()}
+        announced: set[str] = set()
+        while remaining:
+            taken: dict[Family, FileLock] = {}
+            try:
+                for fam in list(remaining):
+                    if family_done(run_dir, fam, remaining[fam], wanted, step):
+                        del remaining[fam]
+                        continue
+                    lock = family_lock(run_dir, fam)
+                    if not lock.try_acquire():
+                        info, _ = lock.read()
+                        holder = describe_holder(info)
+                        if holder not in announced:
+                            self.say(f"students {'/'.join(fam)}: being distilled by {holder}")
+                            announced.add(holder)
+                        continue
+                    taken[fam] = lock
+                    if family_done(run_dir, fam, remaining[fam], wanted, step):
+                        lock.release()
+                        del taken[fam], remaining[fam]
+                if taken:
+                    self._distill(cfg, {fam: remaining[fam] for fam in taken}, wanted, step)
+                    for fam in taken:
+                        del remaining[fam]
+            finally:
+                for lock in taken.values():
+                    lock.release()
+            if remaining and not taken:
+                time.sleep(self.poll)
+        return {
+            fam: read_json_quiet(family_dir(run_dir, fam) / "sweep.json") or {} for fam in needed
+        }
+
+    def _distill(
+        self,
+        cfg: Config,
+        families: dict[Family, list[int]],
+        wanted: dict,
+        teacher_step: int | None,
+    ) -> None:
+        from attnless.distill import distill
+
+        for layers, fams in distill_calls(cfg, families, self.say):
+            methods: dict[tuple[str, str], list[str]] = {}
+            for site, method, size in fams:
+                methods.setdefault((site, method), []).append(size)
+            dcfg = copy.deepcopy(cfg)
+            dcfg.distill.replace = [
+                f"{site}={method}:{','.join(sizes)}" for (site, method), sizes in methods.items()
+            ]
+            dcfg.distill.layers = ",".join(map(str, layers))
+            count = len(fams) * len(layers)
+            self.say(
+                f"distilling {count} students ({', '.join(dcfg.distill.replace)}; layers "
+                f"{dcfg.distill.layers}) in {cfg.run_dir()}"
+            )
+            call = uuid.uuid4().hex[:12]
+            start = time.perf_counter()
+            distill(dcfg, progress=self.progress)
+            seconds = time.perf_counter() - start
+            for fam in fams:
+                folder = family_dir(cfg.run_dir(), fam)
+                old = read_json_quiet(folder / "sweep.json") or {}
+                merged = set(layers)
+                if old.get("settings") == wanted and old.get("teacher_step") == teacher_step:
+                    merged |= set(old.get("layers", []))
+                write_json(
+                    folder / "sweep.json",
+                    {
+                        "family": list(fam),
+                        "layers": sorted(merged),
+                        "settings": wanted,
+                        "teacher_step": teacher_step,
+                        "call": call,
+                        "seconds": seconds,
+                        "students_in_call": count,
+                        "finished_at": timestamp(),
+                    },
+                )
+                cost = self._clock["plan"].families.get((cfg.run_dir(), fam), 0.0)
+                self._advance_estimate(cost)
+            self._advance_estimate(self._clock["plan"].passes.pop(cfg.run_dir(), 0.0))
+
+    # ---------------------------------------------------------------- cells
+
+    def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
+        from attnless.evaluate import evaluate
+
+        lock = FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
+        if not lock.try_acquire():
+            info, _ = lock.read()
+            self.say(
+                f"cell {cell.id} ({cell.title()}): being run by {describe_holder(info)}; skipped"
+            )
+            self.counts["busy"] += 1
+            return
+        try:
+            if cell.id in self.done_ids():
+                return
+            start = time.perf_counter()
+            results = evaluate(cell.config, progress=self.progress)
+            eval_seconds = time.perf_counter() - start
+            record = cell_record(
+                self.spec, self.shard, cell, teacher, students, results, eval_seconds
+            )
+            append_result(self.results_path, record)
+        finally:
+            lock.release()
+        self.counts["evaluated"] += 1
+        self._finished += 1
+        self._advance_estimate(self._clock["plan"].evals.get(cell.id, 0.0))
+        elapsed = time.monotonic() - self._clock["start"]
+        eta = self._eta(elapsed)
+        rel = record.get("relative_bleu")
+        self.say(
+            f"[{self._finished}/{len(self.mine)}] {cell.title()}: BLEU {record['bleu']:.2f}"
+            + (f" ({rel:.1f}% of the teacher's {record['teacher_bleu']:.2f})" if rel else "")
+            + f"  elapsed {fmt_seconds(elapsed)}, eta {eta}"
+        )
+
+    # ---------------------------------------------------------------- ETA
+
+    def _advance_estimate(self, seconds: float) -> None:
+        self._clock["estimated_done"] += seconds
+
+    def _eta(self, elapsed: float) -> str:
+        plan: Plan = self._clock["plan"]
+        remaining = max(plan.total() - self._clock["estimated_done"], 0.0)
+        done = self._clock["estimated_done"]
+        factor = elapsed / done if done > 0 else 1.0
+        return fmt_seconds(remaining * factor)
+
+
+def _in_turn(items: list, lock_for: Callable, work: Callable, poll: float) -> None:
+    """Do ``work(item, lock)`` for every item once its lock is ours; busy items wait their turn
+    (other items go first), and each holder we wait for is named once."""
+    pending = list(items)
+    announced: set[tuple[str, str]] = set()
+    while pending:
+        took = False
+        for item in list(pending):
+            lock = lock_for(item)
+            if not lock.try_acquire():
+                continue
+            took = True
+            pending.remove(item)
+            try:
+                work(item, lock)
+            finally:
+                lock.release()
+        if pending and not took:
+            for item in pending:
+                lock = lock_for(item)
+                info, _ = lock.read()
+                holder = describe_holder(info)
+                if info is not None and (lock.what, holder) not in announced:
+                    announced.add((lock.what, holder))
+                    log.warning("waiting for %s: held by %s", lock.what, holder)
+            time.sleep(poll)
+
+
+def _install_sigterm():
+    """Turn SIGTERM (SLURM's time limit, ``kill``) into SystemExit so locks are released."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def sweep(
+    spec: Spec,
+    out: str | Path | None = None,
+    runs: str | Path | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) a sweep; see :mod:`attnless.sweep`."""
+    return Sweep(spec, out, runs, shard, progress).run()

@@ -1,0 +1,124 @@
+"""Student families on disk: folders, locks, completion markers, and how to batch distillation.
+
+A family is one (site, method, size); its students (one per layer) live in
+``<teacher run>/students/<site>/<method>-<size>/``, beside a lock file, with a ``sweep.json``
+marker naming the layers a sweep distilled there and the settings it used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attnless.config import Config
+from attnless.locks import FileLock
+from attnless.runs import read_json
+from attnless.sweep.cells import Family
+from attnless.sweep.params import student_params
+
+# weights, gradients and Adam's two moments in fp32
+BYTES_PER_STUDENT_PARAM = 16
+
+
+def distill_settings(cfg: Config) -> dict[str, Any]:
+    """What decides a student's training (a finished student is reused only if these match)."""
+    d = cfg.to_dict()["distill"]
+    for key in ("replace", "layers", "progress", "log_every", "validate_every_epoch"):
+        d.pop(key, None)
+    return {"distill": d, "seed": cfg.seed, "precision": cfg.train.precision}
+
+
+def memory_budget(device: str = "auto") -> int:
+    """Bytes the students of one distill call may use: ``$ATTNLESS_DISTILL_MEMORY_GB``, else
+    half of the GPU's memory (CUDA) or of the machine's RAM."""
+    env = os.environ.get("ATTNLESS_DISTILL_MEMORY_GB")
+    if env:
+        return int(float(env) * 2**30)
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_properties(0).total_memory // 2
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def lock_beside(folder: Path, what: str) -> FileLock:
+    """The lock file ``<folder>.lock`` guarding ``folder``."""
+    return FileLock(folder.with_name(folder.name + ".lock"), what)
+
+
+def family_dir(run_dir: Path, family: Family) -> Path:
+    site, method, size = family
+    return run_dir / "students" / site / f"{method}-{size}"
+
+
+def family_lock(run_dir: Path, family: Family) -> FileLock:
+    return lock_beside(family_dir(run_dir, family), f"students {'/'.join(family)}")
+
+
+def read_json_quiet(path: Path) -> Any:
+    """The JSON in ``path``; None if it is missing or corrupt."""
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
+
+
+def family_done(
+    run_dir: Path,
+    family: Family,
+    layers: list[int],
+    wanted: dict[str, Any],
+    teacher_step: int | None = None,
+) -> bool:
+    """Whether a sweep already distilled this family at ``layers`` with these settings (from
+    the teacher checkpoint at ``teacher_step``, when given)."""
+    folder = family_dir(run_dir, family)
+    marker = read_json_quiet(folder / "sweep.json")
+    if not marker or marker.get("settings") != wanted:
+        return False
+    if teacher_step is not None and marker.get("teacher_step") != teacher_step:
+        return False
+    if not set(layers) <= set(marker.get("layers", [])):
+        return False
+    return all((folder / f"layer{i}.pt").is_file() for i in layers)
+
+
+def distill_calls(
+    cfg: Config, families: dict[Family, list[int]], say: Callable[[str], None]
+) -> list[tuple[list[int], list[Family]]]:
+    """Split the families into distill calls: one per distinct layer set, further split
+    (largest first, first fit) so the students of one call fit ``memory_budget()``."""
+    budget = memory_budget(cfg.train.device)
+    m = cfg.model
+    calls = []
+    by_layers: dict[tuple[int, ...], list[Family]] = {}
+    for fam, layers in families.items():
+        by_layers.setdefault(tuple(layers), []).append(fam)
+    for layers, fams in by_layers.items():
+
+        def need(fam: Family, count: int = len(layers)) -> int:
+            site, method, size = fam
+            params = student_params(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
+            return params * count * BYTES_PER_STUDENT_PARAM
+
+        bins: list[tuple[int, list[Family]]] = []
+        for fam in sorted(fams, key=need, reverse=True):
+            for i, (used, members) in enumerate(bins):
+                if used + need(fam) <= budget:
+                    bins[i] = (used + need(fam), members + [fam])
+                    break
+            else:
+                bins.append((need(fam), [fam]))
+        if len(bins) > 1:
+            say(
+                f"the students of layers {list(layers)} need "
+                f"{sum(u for u, _ in bins) / 2**30:.1f} GiB, more than the budget of "
+                f"{budget / 2**30:.1f} GiB: {len(bins)} distillation calls"
+            )
+        calls += [(list(layers), sorted(members)) for _, members in bins]
+    return calls
