@@ -83,6 +83,9 @@ class StackedShallowFF(nn.Module):
         self.fc2_bias = nn.Parameter(torch.empty(k, out_features))
         self.reset_parameters()
 
+    # The k = 1 paths read parameters with .squeeze(0), a view: indexing with [0] would make
+    # autograd zero-fill and copy a full-size gradient for every weight in every step.
+
     def reset_parameters(self) -> None:
         """PyTorch's default ``nn.Linear`` initialisation (the paper's), per copy."""
         for weight, bias in ((self.fc1_weight, self.fc1_bias), (self.fc2_weight, self.fc2_bias)):
@@ -96,9 +99,13 @@ class StackedShallowFF(nn.Module):
         """``Linear1(LayerNorm(z))``: (B, in) -> (B, k, H)."""
         if self.k == 1:
             normed = F.layer_norm(
-                z, (self.in_features,), self.norm_in_weight[0], self.norm_in_bias[0], LN_EPS
+                z,
+                (self.in_features,),
+                self.norm_in_weight.squeeze(0),
+                self.norm_in_bias.squeeze(0),
+                LN_EPS,
             )
-            return F.linear(normed, self.fc1_weight[0], self.fc1_bias[0])[:, None]
+            return F.linear(normed, self.fc1_weight.squeeze(0), self.fc1_bias.squeeze(0))[:, None]
         normed = F.layer_norm(z, (self.in_features,), eps=LN_EPS)
         normed = normed[:, None] * self.norm_in_weight + self.norm_in_bias  # (B, k, in)
         return torch.einsum("bki,khi->bkh", normed, self.fc1_weight) + self.fc1_bias
@@ -113,7 +120,9 @@ class StackedShallowFF(nn.Module):
     def output(self, hidden: Tensor) -> Tensor:
         """``Linear2``: (B, k, H) -> (B, k, out)."""
         if self.k == 1:
-            return F.linear(hidden[:, 0], self.fc2_weight[0], self.fc2_bias[0])[:, None]
+            return F.linear(hidden[:, 0], self.fc2_weight.squeeze(0), self.fc2_bias.squeeze(0))[
+                :, None
+            ]
         return torch.einsum("bkh,koh->bko", hidden, self.fc2_weight) + self.fc2_bias
 
     def forward(self, z: Tensor) -> Tensor:
@@ -170,14 +179,14 @@ class _PrefixFF(nn.Module):
         if cache is not None and "folded" in cache and not self.training:
             return cache["folded"]
         ff = self.ff
-        w1, g = ff.fc1_weight[0], ff.norm_in_weight[0]
+        w1, g = ff.fc1_weight.squeeze(0), ff.norm_in_weight.squeeze(0)
         a = w1 * g  # (H, width)
         acc = _accumulation_dtype(w1)
         folded = {
             "prefix": a[:, : self.prefix_width],
             "tokens": a[:, self.prefix_width :].view(a.size(0), self.n, self.d_model),
             "w1_g": (w1 @ g).to(acc),
-            "bias": (w1 @ ff.norm_in_bias[0] + ff.fc1_bias[0]).to(acc),
+            "bias": (w1 @ ff.norm_in_bias.squeeze(0) + ff.fc1_bias.squeeze(0)).to(acc),
         }
         if cache is not None and not self.training:
             cache["folded"] = folded
@@ -237,7 +246,7 @@ class CausalFixedLengthFF(_PrefixFF):
         cache = state.setdefault(self, {}) if state is not None else None
         pre, _ = self._first_layer(x, None, cache)
         hidden = self.ff.activate(pre)
-        out = F.linear(hidden, self.ff.fc2_weight[0], self.ff.fc2_bias[0])
+        out = F.linear(hidden, self.ff.fc2_weight.squeeze(0), self.ff.fc2_bias.squeeze(0))
         return out * padding.keep[..., None].to(out.dtype)
 
     def naive_forward(self, x: Tensor, padding: Padding) -> Tensor:
@@ -282,8 +291,8 @@ class CrossFixedLengthFF(_PrefixFF):
             return self._full_forward(x, padding, enc, cache) * keep.to(x.dtype)
         pre, start = self._first_layer(x, enc, cache)
         hidden = self.ff.activate(pre)  # (B, T, H)
-        w2 = self.ff.fc2_weight[0].view(self.n, d, -1)[start : start + t]  # (T, d, H)
-        b2 = self.ff.fc2_bias[0].view(self.n, d)[start : start + t]
+        w2 = self.ff.fc2_weight.squeeze(0).view(self.n, d, -1)[start : start + t]  # (T, d, H)
+        b2 = self.ff.fc2_bias.squeeze(0).view(self.n, d)[start : start + t]
         out = torch.einsum("bth,tdh->btd", hidden, w2) + b2
         return out * keep.to(out.dtype)
 
