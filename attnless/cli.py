@@ -42,9 +42,16 @@ SetOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+def _is_main_process() -> bool:
+    """False in the processes of rank > 0 of a ``torchrun`` job (they print nothing)."""
+    from attnless.distributed import env_context
+
+    return env_context().is_main
+
+
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
+        level=logging.WARNING if quiet or not _is_main_process() else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -105,7 +112,8 @@ def train(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> No
         _fail(err)
     except (ValueError, OSError) as err:
         _fail(err)
-    _print_record("training finished", summary)
+    if _is_main_process():
+        _print_record("training finished", summary)
 
 
 ReplaceOpt = Annotated[
@@ -145,6 +153,8 @@ def distill(
         summary = run_distill(cfg, progress=not quiet)
     except (ValueError, OSError) as err:
         _fail(err)
+    if not _is_main_process():
+        return
     table = Table(title=f"students in {summary['run_dir']}")
     for column in ("student", "epoch", "step", "params", "valid MSE"):
         table.add_column(column)

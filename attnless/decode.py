@@ -261,11 +261,12 @@ def beam_search_scored(
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start equal: let only the first one expand at step 0
     state: dict | None = {} if use_cache else None
+    first_cap = min(max_lens, default=0)  # on the host: no device sync per step
     for step in range(limit + 1):
         n = sents.numel()
         logits = _step_logits(model, prefix, memory, memory_padding, state)
-        # at the length cap only EOS may follow
-        forced = caps.le(step) if step >= int(caps.min()) else None
+        # at the length cap only EOS may follow (an all-False mask changes nothing)
+        forced = caps.le(step) if step >= first_cap else None
         top_scores, top_beam, top_token = _top_candidates(logits, scores, forced)
         is_eos = top_token.eq(EOS) & top_scores.isfinite()
 

@@ -9,6 +9,14 @@ students' checkpoints. Each student is trained independently on the teacher's ow
 Students live in ``<run>/students/<site>/<method>-<size>/layer<i>.pt``; each checkpoint holds
 the network, its optimizer, its training position and the settings it was built with, and is
 written atomically at every epoch end, so an interrupted job resumes where it stopped.
+
+A student update consumes ``world * distill.accumulate`` consecutive batches of the epoch's
+order (``world`` processes under ``torchrun``, rank ``r`` taking batches ``r, r + world, ...``);
+its loss is the squared error summed over those batches divided by their global number of real
+elements, counted on the host from the sentence lengths. Each rank runs the teacher on its own
+batches; the students' gradients are summed over the ranks with one asynchronous all-reduce per
+student, overlapping the next students' backward passes. Only rank 0 writes. On CUDA nothing in
+the loop waits for the device except every ``distill.log_every`` steps, when losses are logged.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnless import checkpoint, hardware
+from attnless import checkpoint, distributed, hardware
 from attnless.config import Config, ConfigError
-from attnless.data.batching import Examples, collate, sentence_batches
+from attnless.data.batching import Batch, Examples, collate, sentence_batches
 from attnless.model import count_parameters
 from attnless.model.sites import (
     SIZES,
@@ -171,6 +179,34 @@ def masked_mse(prediction: Tensor, target: Tensor, keep: Tensor) -> tuple[Tensor
     return diff.square().sum(), keep.sum() * target.size(-1)
 
 
+def student_backward(
+    net: nn.Module,
+    args: tuple,
+    target: Tensor,
+    count: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> Tensor:
+    """Forward ``net`` on captured ``args`` (under autocast), backpropagate the squared error
+    against ``target`` over the real positions divided by ``count`` (the real elements of the
+    whole update), and return that loss, detached. Gradients accumulate; the caller zeroes
+    them and steps the optimizer."""
+    net.train()
+    with hardware.autocast(device, dtype):
+        prediction = net(*args)
+    sse, _ = masked_mse(prediction, target, args[1].keep)
+    loss = sse / count
+    loss.backward()
+    return loss.detach()
+
+
+def make_student_optimizer(net: nn.Module, lr: float, cfg: Config) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over parameters, gradients and moments; on the CPU
+    several times faster than ``foreach`` for the multi-million-parameter students)."""
+    d = cfg.distill
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=d.betas, eps=d.eps, fused=True)
+
+
 # --------------------------------------------------------------------------- students
 
 
@@ -190,6 +226,10 @@ class Student:
     def position(self) -> tuple[int, int]:
         return self.epoch, self.batch_in_epoch
 
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
 
 class Distiller:
     """Trains a set of students from one frozen teacher, sharing every teacher pass."""
@@ -199,11 +239,11 @@ class Distiller:
 
         self.cfg = cfg
         self.run_dir = prepared.run_dir
-        self.progress = progress and cfg.distill.progress
-        self.device = hardware.resolve_device(cfg.train.device)
+        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
+        self.progress = progress and cfg.distill.progress and self.ctx.is_main
         self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
         if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads)
+            hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
         self.teacher, payload = load_model(
             self.run_dir, cfg.distill.teacher_checkpoint, self.device
         )
@@ -225,10 +265,7 @@ class Distiller:
         method = get_method(spec.site, spec.method)
         net = build_student(spec, self.cfg).to(self.device)
         lr = self.cfg.distill.lr or method.lr
-        d = self.cfg.distill
-        optimizer = torch.optim.Adam(
-            net.parameters(), lr=lr, betas=d.betas, eps=d.eps, foreach=True
-        )
+        optimizer = make_student_optimizer(net, lr, self.cfg)
         student = Student(spec, method, method.path(spec.layer), net, optimizer, lr)
         path = spec.path(self.run_dir)
         if path.exists():
@@ -252,6 +289,9 @@ class Distiller:
     # ---------------------------------------------------------------- persistence
 
     def save(self, student: Student) -> None:
+        """Write ``student``'s checkpoint (rank 0 only)."""
+        if not self.ctx.is_main:
+            return
         payload = {
             "student": student.net.state_dict(),
             "optimizer": student.optimizer.state_dict(),
@@ -271,9 +311,15 @@ class Distiller:
         checkpoint.save(student.spec.path(self.run_dir), payload)
 
     def _log(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.metrics_path, record)
+        if self.ctx.is_main:
+            append_jsonl(self.metrics_path, record)
 
     # ---------------------------------------------------------------- training
+
+    def _to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
 
     def _teacher_pass(self, batch) -> dict[str, tuple[tuple, Tensor]]:
         paths = sorted({s.module_path for s in self.students})
@@ -288,17 +334,52 @@ class Distiller:
             capture.close()
         return capture.records
 
-    def _student_step(self, student: Student, args: tuple, target: Tensor) -> float:
-        student.net.train()
-        with hardware.autocast(self.device, self.dtype):
-            prediction = student.net(*args)
-        sse, count = masked_mse(prediction, target, args[1].keep)
-        loss = sse / count
-        student.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        student.optimizer.step()
-        student.step += 1
-        return loss.detach()
+    def _real_tokens(self, group: list[list[int]]) -> dict[str, int]:
+        """Real positions of the batches ``group`` on each side (the students' MSE count per
+        model dimension): source tokens, and decoder inputs (BOS + target tokens)."""
+        data = self.train_data
+        return {
+            "encoder": sum(len(data.src[i]) for indices in group for i in indices),
+            "decoder": sum(len(data.tgt[i]) + 1 for indices in group for i in indices),
+        }
+
+    def train_step(self, learners: list[Student], group: list[list[int]]) -> dict[str, Tensor]:
+        """One update of every student in ``learners`` on the batches ``group`` (this rank
+        takes its share); returns each student's loss on this rank's batches (the global loss
+        is their sum over ranks), as tensors: nothing here waits for the device."""
+        ctx = self.ctx
+        mine = distributed.rank_share(group, ctx)
+        real = self._real_tokens(group)
+        for student in learners:
+            student.optimizer.zero_grad(set_to_none=True)
+        losses = {s.spec.key: torch.zeros((), device=self.device) for s in learners}
+        pending = []
+
+        def update(student: Student) -> None:
+            student.optimizer.step()
+            student.step += 1
+
+        for k, indices in enumerate(mine):
+            records = self._teacher_pass(self._to_device(collate(self.train_data, indices)))
+            last = k == len(mine) - 1
+            for student in learners:
+                args, target = records[student.module_path]
+                side = "encoder" if student.spec.site.startswith("encoder") else "decoder"
+                count = real[side] * target.size(-1)
+                losses[student.spec.key] += student_backward(
+                    student.net, args, target, count, self.device, self.dtype
+                )
+                if last and ctx.enabled:  # sum over ranks while the next students train
+                    pending.append((student, distributed.all_reduce_grads(student.params, ctx)))
+                elif last:
+                    update(student)
+            del records
+        if not mine:  # no batch for this rank in the epoch's last step: contribute zeros
+            pending = [(s, distributed.all_reduce_grads(s.params, ctx)) for s in learners]
+        for student, finish in pending:
+            finish()
+            update(student)
+        return losses
 
     def _finished(self, student: Student) -> bool:
         d = self.cfg.distill
@@ -312,34 +393,42 @@ class Distiller:
         active = [s for s in self.students if not self._finished(s)]
         if not active:
             return self.summary()
+        per_step = self.ctx.world * d.accumulate
         epoch, batch_index = min(s.position() for s in active)
-        per_epoch = len(sentence_batches(self.train_data, d.batch_size, seed, 0))
-        total = per_epoch * d.epochs - (epoch * per_epoch + batch_index)
+        per_epoch = -(-len(sentence_batches(self.train_data, d.batch_size, seed, 0)) // per_step)
+        total = per_epoch * d.epochs - (epoch * per_epoch + batch_index // per_step)
         if d.max_steps is not None:
             total = min(total, d.max_steps - min(s.step for s in active))
         start = time.perf_counter()
         losses: dict[str, Tensor] = {}
+        shown: dict[str, float] = {}
+        every_step = self.device.type == "cpu" and self.progress  # reading a loss is free there
         with progress_bar("distill", total, self.progress) as bar:
             while active:
                 batches = sentence_batches(self.train_data, d.batch_size, seed, epoch)
                 bar.set_description(f"distill epoch {epoch + 1}/{d.epochs}")
-                for index in range(len(batches)):
-                    learners = [
+                while True:
+                    waiting = [
                         s
                         for s in active
-                        if s.position() == (epoch, index) and not self._finished(s)
+                        if s.epoch == epoch
+                        and s.batch_in_epoch < len(batches)
+                        and not self._finished(s)
                     ]
-                    if not learners:
-                        continue
-                    batch = collate(self.train_data, batches[index]).to(self.device)
-                    records = self._teacher_pass(batch)
+                    if not waiting:
+                        break
+                    # students at the earliest position step together, sharing teacher passes
+                    index = min(s.batch_in_epoch for s in waiting)
+                    learners = [s for s in waiting if s.batch_in_epoch == index]
+                    group = batches[index : index + per_step]
+                    losses.update(self.train_step(learners, group))
                     for student in learners:
-                        args, target = records[student.module_path]
-                        losses[student.spec.key] = self._student_step(student, args, target)
-                        student.batch_in_epoch += 1
+                        student.batch_in_epoch += len(group)
                     if learners[0].step % d.log_every == 0:
-                        self._log_losses(learners, losses, epoch)
-                    bar.advance(1, **_short_losses(losses))
+                        shown.update(self._log_losses(learners, losses, epoch))
+                    elif every_step:
+                        shown.update({s.spec.key: float(losses[s.spec.key]) for s in learners})
+                    bar.advance(1, **_short_losses(shown))
                 ended = [s for s in active if s.position() == (epoch, len(batches))]
                 for student in ended:
                     student.epoch, student.batch_in_epoch = epoch + 1, 0
@@ -352,17 +441,24 @@ class Distiller:
         self._log({"kind": "distill_done", "seconds": time.perf_counter() - start})
         return self.summary()
 
-    def _log_losses(self, learners: list[Student], losses: dict[str, Tensor], epoch: int) -> None:
-        for student in learners:
+    def _log_losses(
+        self, learners: list[Student], losses: dict[str, Tensor], epoch: int
+    ) -> dict[str, float]:
+        """Log the learners' last losses (summed over ranks: every rank must call this); the
+        only place the losses are read from the device."""
+        stacked = torch.stack([losses[s.spec.key].float() for s in learners])
+        values = distributed.all_reduce_sum(stacked, self.ctx).tolist()
+        for student, value in zip(learners, values):
             self._log(
                 {
                     "kind": "distill",
                     "student": student.spec.key,
                     "epoch": epoch + 1,
                     "step": student.step,
-                    "mse": float(losses[student.spec.key]),
+                    "mse": value,
                 }
             )
+        return {s.spec.key: v for s, v in zip(learners, values)}
 
     def _end_epoch(self, students: list[Student]) -> None:
         """Validate the students that finished an epoch (one shared pass), log, save."""
@@ -381,21 +477,23 @@ class Distiller:
 
     @torch.no_grad()
     def validate(self, students: list[Student] | None = None) -> dict[str, float]:
-        """MSE over the non-padded elements of the valid split, per student."""
+        """MSE over the non-padded elements of the valid split, per student (each rank takes
+        its share of the batches; the sums are all-reduced)."""
         students = students or self.students
-        totals = {s.spec.key: [0.0, 0] for s in students}
-        for indices in sentence_batches(self.valid_data, self.cfg.distill.batch_size, 0, None):
-            batch = collate(self.valid_data, indices).to(self.device)
-            records = self._teacher_pass(batch)
-            for student in students:
+        totals = torch.zeros(len(students), 2, dtype=torch.float64, device=self.device)
+        batches = sentence_batches(self.valid_data, self.cfg.distill.batch_size, 0, None)
+        for indices in distributed.rank_share(batches, self.ctx):
+            records = self._teacher_pass(self._to_device(collate(self.valid_data, indices)))
+            for j, student in enumerate(students):
                 args, target = records[student.module_path]
                 student.net.eval()
                 with hardware.autocast(self.device, self.dtype):
                     prediction = student.net(*args)
                 sse, count = masked_mse(prediction, target, args[1].keep)
-                totals[student.spec.key][0] += float(sse)
-                totals[student.spec.key][1] += int(count)
-        return {key: sse / max(count, 1) for key, (sse, count) in totals.items()}
+                totals[j, 0] += sse.double()
+                totals[j, 1] += count
+        values = distributed.all_reduce_sum(totals, self.ctx).tolist()
+        return {s.spec.key: sse / max(count, 1) for s, (sse, count) in zip(students, values)}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -424,10 +522,13 @@ def _fit_length(examples: Examples, n: int) -> Examples:
     return examples.select(keep)
 
 
-def _short_losses(losses: dict[str, Tensor]) -> dict[str, float]:
-    return {key.split(".", 2)[-1]: float(value) for key, value in losses.items()}
+def _short_losses(losses: dict[str, float]) -> dict[str, float]:
+    return {key.split(".", 2)[-1]: value for key, value in losses.items()}
 
 
 def distill(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Distil the students named by ``cfg.distill`` from the teacher of ``cfg``'s run folder."""
-    return Distiller(cfg, prepare(cfg, record=False), progress=progress).fit()
+    ctx, _ = distributed.setup(hardware.resolve_device(cfg.train.device))
+    with distributed.main_first(ctx):
+        prepared = prepare(cfg, record=False)
+    return Distiller(cfg, prepared, progress=progress).fit()

@@ -183,13 +183,19 @@ class Trainer:
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.ctx.enabled:
             return model
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
 
+        # the only buffers are constant position tables: no need to broadcast them every step
+        no_sync_buffers = {"broadcast_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            no_sync_buffers = {"forward_sync_buffers": False}  # torch >= 2.13
         return DistributedDataParallel(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            broadcast_buffers=False,  # the only buffers are constant position tables
             gradient_as_bucket_view=True,
+            **no_sync_buffers,
         )
 
     # ------------------------------------------------------------------ checkpoints
