@@ -20,12 +20,13 @@ SWEEP_ARGS ?=
 SWEEP_CORPUS := $(if $(filter multi30k,$(CORPUS)),,--set data.corpus=$(CORPUS))
 TABLES := table-encoder table-decoder table-layers
 
-.PHONY: venv test lint demo bench-train clean help tables $(TABLES) report
+.PHONY: venv test lint demo bench bench-train clean help tables $(TABLES) report
 
 help:
 	@echo "make demo          quick teacher on Multi30k de-en, ALR/ALRR/ASLR/ELR at XS and S,"
 	@echo "                   evaluation, table and figure (sweeps/demo/report)"
 	@echo "make test          lint + the test suite"
+	@echo "make bench         all benchmarks in one run -> results/bench.md (about 10 min on 2 cores)"
 	@echo "make bench-train   training tokens/s: attnless vs torch.nn.Transformer"
 	@echo "make table-encoder Table B: encoder methods x sizes x directions (paper preset)"
 	@echo "make table-decoder Table C: ALR in the decoder"
@@ -68,6 +69,11 @@ report: venv
 	@found=0; for d in sweeps/*/ sweeps/*/*/; do \
 	  if [ -f "$$d/results.jsonl" ]; then found=1; $(BIN)/attnless report "$$d" --quiet; fi; \
 	done; [ $$found = 1 ] || echo "no sweep results under sweeps/ yet"
+
+# BENCH_ARGS="--threads 1" on a machine shared with other jobs
+BENCH_ARGS ?=
+bench: venv
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 bench-train: venv
 	$(BIN)/python -m benchmarks.train_throughput

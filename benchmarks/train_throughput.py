@@ -14,6 +14,7 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,7 +43,17 @@ class TorchReference(nn.Module):
         self.tgt_embed = nn.Embedding(tgt_vocab, m.d_model, padding_idx=PAD)
         self.register_buffer("positions", sinusoidal_table(m.max_positions, m.d_model), False)
         self.dropout = nn.Dropout(m.dropout)
-        self.transformer = nn.Transformer(
+        with warnings.catch_warnings():  # nested tensors do not apply to pre-LN layers
+            warnings.filterwarnings("ignore", "enable_nested_tensor is True")
+            self.transformer = self._transformer(m)
+        self.generator = nn.Linear(m.d_model, tgt_vocab)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    @staticmethod
+    def _transformer(m) -> nn.Transformer:
+        return nn.Transformer(
             d_model=m.d_model,
             nhead=m.heads,
             num_encoder_layers=m.encoder_layers,
@@ -52,10 +63,6 @@ class TorchReference(nn.Module):
             batch_first=True,
             norm_first=True,
         )
-        self.generator = nn.Linear(m.d_model, tgt_vocab)
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
 
     def embed(self, table: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
         return self.dropout(table(tokens) * self.scale + self.positions[: tokens.size(1)])

@@ -1,0 +1,131 @@
+"""Distillation: one epoch of ALR students at all six encoder layers, sharing one teacher pass
+per batch (the Distiller as is) against one teacher pass per layer per batch (the official
+code's way: one job per layer; emulated by running the Distiller once per layer).
+
+The teacher is the paper-size model (``experiments/paper.yaml``) with random weights (the
+time of a teacher pass and of a student step does not depend on the values); the data is a
+slice of Multi30k's training set. Validation is off (the per-layer jobs would repeat it too),
+and building the students and loading the teacher are not timed, which favours the per-layer
+way. Both ways run in alternating rounds; the best round of each counts.
+
+    python -m benchmarks.distill_epoch [--sentences 4000] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from typing import Any
+
+from attnless import config as config_mod
+from attnless import hardware
+from attnless.config import Config
+from attnless.distill import Distiller, _fit_length
+from attnless.prepare import Prepared
+from attnless.train import Trainer
+from benchmarks.common import table, timed
+
+
+def measure(
+    cfg: Config,
+    prepared: Prepared,
+    sentences: int = 4000,
+    batch_size: int = 256,
+    size: str = "S",
+    rounds: int = 2,
+) -> dict[str, Any]:
+    device = hardware.resolve_device(cfg.train.device)
+    layers = cfg.model.encoder_layers
+    Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
+    fits = _fit_length(prepared.train, cfg.distill.n)
+    data = dataclasses.replace(prepared, train=fits.select(list(range(min(sentences, len(fits))))))
+    base = [
+        f"distill.replace=[encoder.self=alr:{size}]",
+        "distill.epochs=1",
+        "distill.max_steps=null",
+        f"distill.batch_size={batch_size}",
+        "distill.validate_every_epoch=false",
+        "distill.progress=false",
+        "distill.teacher_checkpoint=best",
+    ]
+
+    def epoch(which: str) -> float:
+        shutil.rmtree(cfg.run_dir() / "students", ignore_errors=True)
+        run_cfg = config_mod.from_dict(
+            config_mod.apply_overrides(cfg.to_dict(), [*base, f"distill.layers={which}"])
+        )
+        distiller = Distiller(run_cfg, data, progress=False)
+        return timed(distiller.fit, device)
+
+    shared, per_layer = [], []
+    for _ in range(rounds):
+        shared.append(epoch("all"))
+        per_layer.append(sum(epoch(str(i)) for i in range(layers)))
+    batches = -(-len(data.train) // batch_size)
+    return {
+        "sentences": len(data.train),
+        "batch_size": batch_size,
+        "batches": batches,
+        "layers": layers,
+        "size": size,
+        "shared_s": min(shared),
+        "per_layer_s": min(per_layer),
+        "speedup": min(per_layer) / min(shared),
+        "autocast": str(hardware.autocast_dtype(cfg.train.precision, device) or "fp32"),
+        "rounds": rounds,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    layers, batches = result["layers"], result["batches"]
+    rows = [
+        [
+            "shared: one teacher pass per batch (attnless)",
+            batches,
+            batches * layers,
+            result["shared_s"],
+            f"{result['speedup']:.2f}x",
+        ],
+        [
+            "one teacher pass per layer and batch (one job per layer)",
+            batches * layers,
+            batches * layers,
+            result["per_layer_s"],
+            "1.00x",
+        ],
+    ]
+    return "\n\n".join(
+        [
+            f"ALR-{result['size']} students at all {layers} encoder layers, one epoch of "
+            f"{result['sentences']:,} Multi30k training pairs in {batches} batches of "
+            f"{result['batch_size']} sentences, the config's teacher (random weights), "
+            f"{result['autocast']} autocast, validation off; best of {result['rounds']} "
+            "rounds (alternating).",
+            table(
+                ["distillation", "teacher passes", "student steps", "epoch seconds", "speed"],
+                rows,
+            ),
+        ]
+    )
+
+
+def main() -> None:
+    import tempfile
+
+    from attnless.prepare import prepare
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="experiments/paper.yaml")
+    parser.add_argument("--sentences", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config_mod.load(args.config, [f"run_root={tmp}"])
+        result = measure(cfg, prepare(cfg), args.sentences, args.batch, "S", args.rounds)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Distillation: achieved GFLOP/s of a student's training step against a bf16 matmul ceiling.
+
+A step is exactly the Distiller's: ``zero_grad``, :func:`attnless.distill.student_backward`
+(forward under autocast, masked MSE, backward) and the student's Adam step, on inputs shaped
+like the captures of the ALR site (the layer-normed input, fp32, and the attention core's
+output, in the autocast dtype) for a batch of real Multi30k sentence lengths. FLOPs are
+counted as ``3 * 2 * B * (in * H + H * out)`` (forward and backward of the two Linear layers).
+The ceiling is the time of those six GEMMs alone (``X W1^T``, ``h W2^T``, ``dY W2``, ``dY^T h``,
+``dh W1``, ``dh^T X``) in bf16 on the same device, measured in the same run, alternating with
+the student step. The step needs only five of them (no gradient for the captured input), so
+the ratio slightly favours the ceiling.
+
+    python -m benchmarks.student_flops [--sizes S M L] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+from attnless import hardware
+from attnless.config import Config
+from attnless.data.batching import Examples, sentence_batches
+from attnless.distill import StudentSpec, build_student, make_student_optimizer, student_backward
+from attnless.model.sites import get_method
+from attnless.model.transformer import Padding
+from benchmarks.common import best_time, sync, table
+
+TARGET = 0.60  # of the ceiling, for sizes M and L
+
+# profiler op names -> what they are (self time; everything else is "other")
+CATEGORIES = {
+    "GEMM": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear"),
+    "Adam": ("aten::_fused_adam_", "aten::_foreach_"),
+    "LayerNorm": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
+    "casts and copies": ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous"),
+    "pad, mask and MSE": (
+        "aten::mul",
+        "aten::sub",
+        "aten::pow",
+        "aten::sum",
+        "aten::fill_",
+        "aten::constant_pad_nd",
+        "aten::leaky_relu",
+        "aten::leaky_relu_backward",
+        "aten::add",
+        "aten::add_",
+        "aten::div",
+        "aten::zero_",
+    ),
+}
+
+
+class StudentBench:
+    """One ALR student of ``size`` and its inputs, plus bf16 tensors for the six GEMMs."""
+
+    def __init__(
+        self, cfg: Config, size: str, lengths: list[int], device: torch.device, seed: int = 0
+    ) -> None:
+        self.device = device
+        self.dtype = hardware.autocast_dtype(cfg.train.precision, device)
+        spec = StudentSpec("encoder.self", "alr", size, 0)
+        torch.manual_seed(seed)
+        self.net = build_student(spec, cfg).to(device)
+        method = get_method(spec.site, spec.method)
+        self.optimizer = make_student_optimizer(self.net, cfg.distill.lr or method.lr, cfg)
+        ff = self.net.ff
+        self.in_features, self.hidden, self.out_features = ff.in_features, ff.hidden, ff.k
+        self.out_features = ff.out_features
+        b, t, d = len(lengths), max(lengths), cfg.model.d_model
+        tokens = torch.zeros(b, t, dtype=torch.long)
+        for i, length in enumerate(lengths):
+            tokens[i, :length] = 4
+        padding = Padding.from_tokens(tokens.to(device))
+        x = torch.randn(b, t, d, device=device)
+        target = torch.randn(b, t, d, device=device).to(self.dtype or torch.float32)
+        self.args, self.target = (x, padding, None), target * padding.keep[..., None]
+        self.count = int(padding.keep.sum()) * d
+        self.batch = b
+        self.flops = 6 * b * (self.in_features * self.hidden + self.hidden * self.out_features)
+        bf16 = {"device": device, "dtype": torch.bfloat16}
+        self.gemm = {
+            "X": torch.randn(b, self.in_features, **bf16),
+            "W1": torch.randn(self.hidden, self.in_features, **bf16),
+            "h": torch.randn(b, self.hidden, **bf16),
+            "W2": torch.randn(self.out_features, self.hidden, **bf16),
+            "dY": torch.randn(b, self.out_features, **bf16),
+            "dh": torch.randn(b, self.hidden, **bf16),
+        }
+        g = self.gemm
+        self.gemm_out = [
+            torch.empty(b, self.hidden, **bf16),
+            torch.empty(b, self.out_features, **bf16),
+            torch.empty(b, self.hidden, **bf16),
+            torch.empty(self.out_features, self.hidden, **bf16),
+            torch.empty(b, self.in_features, **bf16),
+            torch.empty(self.hidden, self.in_features, **bf16),
+        ]
+        self.gemm_args = [
+            (g["X"], g["W1"].t()),
+            (g["h"], g["W2"].t()),
+            (g["dY"], g["W2"]),
+            (g["dY"].t(), g["h"]),
+            (g["dh"], g["W1"]),
+            (g["dh"].t(), g["X"]),
+        ]
+
+    def step(self) -> None:
+        """The Distiller's update of one student on one batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        student_backward(self.net, self.args, self.target, self.count, self.device, self.dtype)
+        self.optimizer.step()
+
+    def gemms(self) -> None:
+        for (a, b), out in zip(self.gemm_args, self.gemm_out):
+            torch.mm(a, b, out=out)
+
+    def breakdown(self, steps: int = 2) -> dict[str, float]:
+        """Share of the step's time per kind of operation (profiler self time; device time on
+        CUDA)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU]
+        cuda = self.device.type == "cuda"
+        if cuda:
+            activities.append(ProfilerActivity.CUDA)
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                self.step()
+            sync(self.device)
+        shares = dict.fromkeys([*CATEGORIES, "other"], 0.0)
+        for event in prof.key_averages():
+            spent = event.self_device_time_total if cuda else event.self_cpu_time_total
+            kind = next(
+                (k for k, names in CATEGORIES.items() if event.key.startswith(names)), "other"
+            )
+            shares[kind] += spent
+        total = sum(shares.values()) or 1.0
+        return {k: v / total for k, v in shares.items()}
+
+
+def sentence_lengths(train: Examples, batch: int, seed: int, n: int) -> list[int]:
+    """Source lengths of one real distillation batch (the seeded epoch order's first batch)."""
+    fits = Examples(
+        [s for s, t in zip(train.src, train.tgt) if 0 < len(s) <= n and len(t) < n],
+        [t for s, t in zip(train.src, train.tgt) if 0 < len(s) <= n and len(t) < n],
+    )
+    return [len(fits.src[i]) for i in sentence_batches(fits, batch, seed, 0)[0]]
+
+
+def measure(
+    cfg: Config,
+    train: Examples,
+    sizes: tuple[str, ...] = ("S", "M", "L"),
+    batch: int = 256,
+    repeats: int = 3,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    device = hardware.resolve_device(cfg.train.device)
+    lengths = sentence_lengths(train, batch, cfg.seed, cfg.distill.n)
+    results = []
+    for size in sizes:
+        bench = StudentBench(cfg, size, lengths, device)
+        bench.step()  # warm-up: allocator, kernel selection, optimizer state
+        bench.gemms()
+        step_s, gemm_s = [], []
+        for _ in range(rounds):  # alternate, so that load changes hit both alike
+            step_s.append(best_time(bench.step, device, repeats))
+            gemm_s.append(best_time(bench.gemms, device, repeats))
+        step, gemm = min(step_s), min(gemm_s)
+        results.append(
+            {
+                "size": size,
+                "in": bench.in_features,
+                "hidden": bench.hidden,
+                "out": bench.out_features,
+                "params": sum(p.numel() for p in bench.net.parameters()),
+                "batch": bench.batch,
+                "gflop": bench.flops / 1e9,
+                "step_ms": step * 1e3,
+                "step_gflops": bench.flops / step / 1e9,
+                "ceiling_ms": gemm * 1e3,
+                "ceiling_gflops": bench.flops / gemm / 1e9,
+                "ratio": gemm / step,
+                "breakdown": bench.breakdown(),
+            }
+        )
+        del bench
+    return {
+        "sizes": results,
+        "batch": batch,
+        "n": cfg.distill.n,
+        "d_model": cfg.model.d_model,
+        "autocast": str(hardware.autocast_dtype(cfg.train.precision, device) or "fp32"),
+        "optimizer": "Adam (fused)",
+        "repeats": repeats,
+        "rounds": rounds,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = []
+    for r in result["sizes"]:
+        target = ("yes" if r["ratio"] >= TARGET else "**no**") if r["size"] in ("M", "L") else ""
+        rows.append(
+            [
+                r["size"],
+                f"{r['in']} → {r['hidden']} → {r['out']}",
+                r["params"],
+                r["step_ms"],
+                r["step_gflops"],
+                r["ceiling_ms"],
+                r["ceiling_gflops"],
+                f"{r['ratio']:.0%}",
+                target,
+            ]
+        )
+    header = [
+        "ALR size",
+        "in → H → out",
+        "params",
+        "step ms",
+        "step GFLOP/s",
+        "6 GEMMs ms",
+        "GEMM GFLOP/s",
+        "step / ceiling",
+        f"≥ {TARGET:.0%}",
+    ]
+    kinds = list(result["sizes"][0]["breakdown"]) if result["sizes"] else []
+    shares = [[r["size"], *(f"{r['breakdown'][k]:.0%}" for k in kinds)] for r in result["sizes"]]
+    return "\n\n".join(
+        [
+            f"Batch of {result['batch']} sentences (source lengths of a real Multi30k batch), "
+            f"n = {result['n']}, d = {result['d_model']}; student step = the Distiller's "
+            f"(forward under {result['autocast']} autocast, masked MSE, backward, "
+            f"{result['optimizer']}); ceiling = the six bf16 GEMMs of forward + backward of the "
+            "two Linear layers, same shapes, same run; FLOPs counted as "
+            "3 × 2 × B × (in·H + H·out); best of "
+            f"{result['repeats']} in each of {result['rounds']} alternating rounds.",
+            table(header, rows),
+            "Where a step's time goes (profiler self time, two steps):",
+            table(["ALR size", *kinds], shares),
+        ]
+    )
+
+
+def main() -> None:
+    import tempfile
+
+    from attnless import config as config_mod
+    from attnless.prepare import prepare
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="experiments/paper.yaml")
+    parser.add_argument("--sizes", nargs="+", default=["S", "M", "L"])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config_mod.load(args.config, [f"run_root={tmp}"])
+        device = hardware.resolve_device(cfg.train.device)
+        if device.type == "cpu":
+            hardware.tune_cpu_runtime(cfg.train.threads)
+        result = measure(cfg, prepare(cfg).train, tuple(args.sizes), args.batch, 3, args.rounds)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
