@@ -79,7 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float = 0.0  # 0 = no clipping (the paper)
     label_smoothing: float = 0.1
-    precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 where the device supports it)
+    precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 where measured faster)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch intra-op threads; default: all cores
     validate_every_epoch: bool = True

@@ -241,9 +241,9 @@ class Distiller:
         self.run_dir = prepared.run_dir
         self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
         self.progress = progress and cfg.distill.progress and self.ctx.is_main
-        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
         if self.device.type == "cpu":
             hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
+        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
         self.teacher, payload = load_model(
             self.run_dir, cfg.distill.teacher_checkpoint, self.device
         )

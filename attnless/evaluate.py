@@ -123,21 +123,30 @@ def evaluate_teacher(
     extra: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Decode and score ``split`` with the teacher; write to ``eval/teacher``."""
+    """Decode and score ``split`` with the teacher; write to ``eval/teacher`` (the best
+    checkpoint) or ``eval/teacher.<checkpoint>``."""
     text = load_split(cfg.data, split)
     hyp_ids, seconds = translate_ids(model, tokenizer.encode_src(text.src), cfg, progress)
     hyps = tokenizer.decode_tgt(hyp_ids)
-    result = _base_record(cfg, split, text, TEACHER)
+    extra = extra or {}
+    variant = teacher_variant(extra.get("checkpoint", "best"))
+    result = _base_record(cfg, split, text, variant)
     result.update(score(hyps, text.tgt, cfg.eval.chrf))
     result.update(_speed(len(text), hyp_ids, seconds))
-    result.update(extra or {})
-    return _write(cfg.run_dir() / "eval" / TEACHER, split, cfg, hyps, result)
+    result.update(extra)
+    return _write(cfg.run_dir() / "eval" / variant, split, cfg, hyps, result)
+
+
+def teacher_variant(checkpoint: str) -> str:
+    """The folder name of a teacher checkpoint's scores: ``teacher`` for the best one."""
+    return TEACHER if checkpoint == "best" else f"{TEACHER}.{checkpoint}"
 
 
 def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> dict[str, Any]:
     """The teacher's scores on ``split`` with the current decoding settings (computed once)."""
     text = load_split(cfg.data, split)
-    path = cfg.run_dir() / "eval" / TEACHER / f"{split}.{decode_tag(cfg.decode)}.scores.json"
+    folder = cfg.run_dir() / "eval" / teacher_variant(checkpoint)
+    path = folder / f"{split}.{decode_tag(cfg.decode)}.scores.json"
     saved = read_json(path)
     same = saved and (
         saved.get("checkpoint") == checkpoint

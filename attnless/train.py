@@ -163,9 +163,9 @@ class Trainer:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
         self.progress = progress and cfg.train.progress and self.ctx.is_main
-        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
         if self.device.type == "cpu":
             hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
+        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
         seed_everything(cfg.seed)
         tok = prepared.tokenizer
         self.model = build_model(cfg, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
@@ -209,12 +209,15 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "tokenizer": {p.name: p.read_bytes() for p in self.data.tokenizer.files},
             "versions": versions(),
+            "precision": hardware.dtype_name(self.dtype),
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
+        if "precision" in payload:  # a resumed run keeps the precision ``auto`` chose
+            self.dtype = hardware.autocast_dtype(payload["precision"], self.device)
         checkpoint.set_rng_state(payload["rng"])
         if self.ctx.enabled:
             states = payload.get("rng_ranks")

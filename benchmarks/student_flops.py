@@ -1,4 +1,4 @@
-"""Distillation: achieved GFLOP/s of a student's training step against a bf16 matmul ceiling.
+"""Distillation: achieved GFLOP/s of a student's training step against a matmul ceiling.
 
 A step is exactly the Distiller's: ``zero_grad``, :func:`attnless.distill.student_backward`
 (forward under autocast, masked MSE, backward) and the student's Adam step, on inputs shaped
@@ -6,9 +6,11 @@ like the captures of the ALR site (the layer-normed input, fp32, and the attenti
 output, in the autocast dtype) for a batch of real Multi30k sentence lengths. FLOPs are
 counted as ``3 * 2 * B * (in * H + H * out)`` (forward and backward of the two Linear layers).
 The ceiling is the time of those six GEMMs alone (``X W1^T``, ``h W2^T``, ``dY W2``, ``dY^T h``,
-``dh W1``, ``dh^T X``) in bf16 on the same device, measured in the same run, alternating with
-the student step. The step needs only five of them (no gradient for the captured input), so
-the ratio slightly favours the ceiling.
+``dh W1``, ``dh^T X``) on the same device, measured in the same run, alternating with the
+student step: in the dtype the step computes in (the autocast dtype, else fp32) and, as a
+second reference, in bf16 (the same GEMMs when the step runs under bf16 autocast). The step
+needs only five of them (no gradient for the captured input), so the ratio slightly favours
+the ceiling.
 
     python -m benchmarks.student_flops [--sizes S M L] [--batch 256]
 """
@@ -16,6 +18,7 @@ the ratio slightly favours the ceiling.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import torch
@@ -54,7 +57,7 @@ CATEGORIES = {
 
 
 class StudentBench:
-    """One ALR student of ``size`` and its inputs, plus bf16 tensors for the six GEMMs."""
+    """One ALR student of ``size`` and its inputs, plus tensors for the six GEMMs."""
 
     def __init__(
         self, cfg: Config, size: str, lengths: list[int], device: torch.device, seed: int = 0
@@ -80,32 +83,10 @@ class StudentBench:
         self.count = int(padding.keep.sum()) * d
         self.batch = b
         self.flops = 6 * b * (self.in_features * self.hidden + self.hidden * self.out_features)
-        bf16 = {"device": device, "dtype": torch.bfloat16}
-        self.gemm = {
-            "X": torch.randn(b, self.in_features, **bf16),
-            "W1": torch.randn(self.hidden, self.in_features, **bf16),
-            "h": torch.randn(b, self.hidden, **bf16),
-            "W2": torch.randn(self.out_features, self.hidden, **bf16),
-            "dY": torch.randn(b, self.out_features, **bf16),
-            "dh": torch.randn(b, self.hidden, **bf16),
+        self.ceiling_dtype = self.dtype or torch.float32
+        self.gemm_sets = {
+            dtype: self._gemm_operands(dtype) for dtype in {self.ceiling_dtype, torch.bfloat16}
         }
-        g = self.gemm
-        self.gemm_out = [
-            torch.empty(b, self.hidden, **bf16),
-            torch.empty(b, self.out_features, **bf16),
-            torch.empty(b, self.hidden, **bf16),
-            torch.empty(self.out_features, self.hidden, **bf16),
-            torch.empty(b, self.in_features, **bf16),
-            torch.empty(self.hidden, self.in_features, **bf16),
-        ]
-        self.gemm_args = [
-            (g["X"], g["W1"].t()),
-            (g["h"], g["W2"].t()),
-            (g["dY"], g["W2"]),
-            (g["dY"].t(), g["h"]),
-            (g["dh"], g["W1"]),
-            (g["dh"].t(), g["X"]),
-        ]
 
     def step(self) -> None:
         """The Distiller's update of one student on one batch."""
@@ -113,8 +94,18 @@ class StudentBench:
         student_backward(self.net, self.args, self.target, self.count, self.device, self.dtype)
         self.optimizer.step()
 
-    def gemms(self) -> None:
-        for (a, b), out in zip(self.gemm_args, self.gemm_out):
+    def _gemm_operands(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
+        """``(a, b, out)`` of the six GEMMs of one step, in ``dtype``."""
+        b, i, h, o = self.batch, self.in_features, self.hidden, self.out_features
+        kw = {"device": self.device, "dtype": dtype}
+        x, w1, hid = torch.randn(b, i, **kw), torch.randn(h, i, **kw), torch.randn(b, h, **kw)
+        w2, dy, dh = torch.randn(o, h, **kw), torch.randn(b, o, **kw), torch.randn(b, h, **kw)
+        pairs = [(x, w1.t()), (hid, w2.t()), (dy, w2), (dy.t(), hid), (dh, w1), (dh.t(), x)]
+        return [(a, m, torch.empty(a.size(0), m.size(1), **kw)) for a, m in pairs]
+
+    def gemms(self, dtype: torch.dtype | None = None) -> None:
+        """The six GEMMs in ``dtype`` (default: the step's compute dtype)."""
+        for a, b, out in self.gemm_sets[dtype or self.ceiling_dtype]:
             torch.mm(a, b, out=out)
 
     def breakdown(self, steps: int = 2) -> dict[str, float]:
@@ -163,13 +154,16 @@ def measure(
     results = []
     for size in sizes:
         bench = StudentBench(cfg, size, lengths, device)
+        bf16_gemms = functools.partial(bench.gemms, torch.bfloat16)
         bench.step()  # warm-up: allocator, kernel selection, optimizer state
         bench.gemms()
-        step_s, gemm_s = [], []
-        for _ in range(rounds):  # alternate, so that load changes hit both alike
+        bf16_gemms()
+        step_s, gemm_s, bf16_s = [], [], []
+        for _ in range(rounds):  # alternate, so that load changes hit all alike
             step_s.append(best_time(bench.step, device, repeats))
             gemm_s.append(best_time(bench.gemms, device, repeats))
-        step, gemm = min(step_s), min(gemm_s)
+            bf16_s.append(best_time(bf16_gemms, device, repeats))
+        step, gemm, bf16 = min(step_s), min(gemm_s), min(bf16_s)
         results.append(
             {
                 "size": size,
@@ -184,6 +178,8 @@ def measure(
                 "ceiling_ms": gemm * 1e3,
                 "ceiling_gflops": bench.flops / gemm / 1e9,
                 "ratio": gemm / step,
+                "bf16_ceiling_gflops": bench.flops / bf16 / 1e9,
+                "bf16_ratio": bf16 / step,
                 "breakdown": bench.breakdown(),
             }
         )
@@ -193,7 +189,7 @@ def measure(
         "batch": batch,
         "n": cfg.distill.n,
         "d_model": cfg.model.d_model,
-        "autocast": str(hardware.autocast_dtype(cfg.train.precision, device) or "fp32"),
+        "autocast": hardware.dtype_name(hardware.autocast_dtype(cfg.train.precision, device)),
         "optimizer": "Adam (fused)",
         "repeats": repeats,
         "rounds": rounds,
@@ -215,6 +211,8 @@ def markdown(result: dict[str, Any]) -> str:
                 r["ceiling_gflops"],
                 f"{r['ratio']:.0%}",
                 target,
+                r["bf16_ceiling_gflops"],
+                f"{r['bf16_ratio']:.0%}",
             ]
         )
     header = [
@@ -227,6 +225,8 @@ def markdown(result: dict[str, Any]) -> str:
         "GEMM GFLOP/s",
         "step / ceiling",
         f"≥ {TARGET:.0%}",
+        "bf16 GEMM GFLOP/s",
+        "step / bf16 GEMMs",
     ]
     kinds = list(result["sizes"][0]["breakdown"]) if result["sizes"] else []
     shares = [[r["size"], *(f"{r['breakdown'][k]:.0%}" for k in kinds)] for r in result["sizes"]]
@@ -235,8 +235,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"Batch of {result['batch']} sentences (source lengths of a real Multi30k batch), "
             f"n = {result['n']}, d = {result['d_model']}; student step = the Distiller's "
             f"(forward under {result['autocast']} autocast, masked MSE, backward, "
-            f"{result['optimizer']}); ceiling = the six bf16 GEMMs of forward + backward of the "
-            "two Linear layers, same shapes, same run; FLOPs counted as "
+            f"{result['optimizer']}); ceiling = the six GEMMs of forward + backward of the "
+            f"two Linear layers in {result['autocast']} (the step's compute dtype), same shapes, "
+            "same run; the bf16 columns time the same GEMMs in bf16; FLOPs counted as "
             "3 × 2 × B × (in·H + H·out); best of "
             f"{result['repeats']} in each of {result['rounds']} alternating rounds.",
             table(header, rows),

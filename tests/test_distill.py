@@ -217,3 +217,14 @@ def test_hybrid_fine_tuning_is_reported_separately(teacher_run: Config) -> None:
     assert not plain.exists()  # the fine-tuned hybrid does not overwrite the distilled one
     student = cfg.run_dir() / "students" / "encoder.self" / "alr-XS" / "layer4.pt"
     assert checkpoint.load(student)["position"][0] == 3  # students on disk are untouched
+
+
+def test_teacher_checkpoints_keep_separate_scores(teacher_run: Config) -> None:
+    cfg = _with(teacher_run, "data.eval_subset=30")
+    (best,) = evaluate(cfg, ["test"], progress=False)
+    (last,) = evaluate(_with(cfg, "eval.checkpoint=last"), ["test"], progress=False)
+    assert (best["variant"], last["variant"]) == ("teacher", "teacher.last")
+    from attnless.runs import read_json
+
+    scores = cfg.run_dir() / "eval" / "teacher" / "test.greedy.scores.json"
+    assert read_json(scores)["checkpoint"] == "best"  # not overwritten by the last one

@@ -119,3 +119,31 @@ def test_trainer_runs_moved_run_folder(tmp_path: Path, data_dir: Path) -> None:
     trainer = Trainer(loaded, prepare(loaded), progress=False)
     assert trainer.state.step == 2
     assert trainer.fit()["step"] == 4
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(5.0, torch.bfloat16), (0.6, None)])
+def test_auto_precision_follows_the_measured_bf16_speed(
+    monkeypatch: pytest.MonkeyPatch, speedup: float, expected: torch.dtype | None
+) -> None:
+    from attnless import hardware
+
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: speedup)
+    cpu = torch.device("cpu")
+    assert hardware.autocast_dtype("auto", cpu) == expected
+    assert hardware.autocast_dtype("fp32", cpu) is None
+    assert hardware.autocast_dtype("bf16", cpu) == torch.bfloat16
+
+
+def test_resumed_run_keeps_the_precision_auto_chose(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attnless import hardware
+
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 5.0)
+    cfg = tiny_config(tmp_path, data_dir, "data.train_subset=50", "train.max_steps=2")
+    train(cfg, progress=False)
+    assert checkpoint.load(cfg.run_dir() / "checkpoints" / "last.pt")["precision"] == "bf16"
+    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 0.5)  # another machine
+    assert Trainer(cfg, prepare(cfg), progress=False).dtype == torch.bfloat16
