@@ -77,6 +77,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if supported else None
 
 
+def compute_text(dtype: torch.dtype | None) -> str:
+    """How a model computes under autocast ``dtype``, for reports."""
+    return "bf16 autocast" if dtype == torch.bfloat16 else "fp32 (no autocast)"
+
+
 def dtype_name(dtype: torch.dtype | None) -> str:
     """``bf16`` or ``fp32``: the ``train.precision`` value that gives ``dtype``."""
     return "bf16" if dtype == torch.bfloat16 else "fp32"

@@ -120,7 +120,7 @@ def train_markdown(result: dict[str, Any]) -> str:
             f"The same config built twice (attnless's teacher and `torch.nn.Transformer`, "
             f"pre-LN, same embeddings and generator), trained on the same {setup['batches']} real "
             f"Multi30k batches of at most {setup['max_tokens']} tokens, same Adam, Noam schedule, "
-            f"label smoothing and {setup['precision']} autocast; {setup['rounds']} alternating "
+            f"label smoothing and {setup['precision']}; {setup['rounds']} alternating "
             "rounds after a warm-up, all timed rounds counted.",
             table(["model", "target tokens/s", "speed"], rows),
         ]

@@ -134,7 +134,7 @@ def measure(
         "test_set": text.name,
         "size": size,
         "params": {name: count_parameters(m) for name, m in models.items()},
-        "autocast": str(dtype or "fp32"),
+        "autocast": hardware.compute_text(dtype),
         "batch_tokens": cfg.decode.batch_tokens,
         "rounds": rounds,
     }
@@ -163,7 +163,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n\n".join(
         [
             f"{result['test_set']}, sources of at most n = 50 tokens, batches of "
-            f"{result['batch_tokens']} source tokens, {result['autocast']} autocast. The "
+            f"{result['batch_tokens']} source tokens, {result['autocast']}. The "
             f"config's models with random weights (parameters: {params}): random models rarely "
             "emit EOS, so hypotheses run to the length cap min(1.2·source + 10, 49), the same for "
             "both models (more steps than trained models take; see the mean output length).",

@@ -72,7 +72,7 @@ def measure(
         "shared_s": min(shared),
         "per_layer_s": min(per_layer),
         "speedup": min(per_layer) / min(shared),
-        "autocast": str(hardware.autocast_dtype(cfg.train.precision, device) or "fp32"),
+        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.train.precision, device)),
         "rounds": rounds,
     }
 
@@ -100,7 +100,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"ALR-{result['size']} students at all {layers} encoder layers, one epoch of "
             f"{result['sentences']:,} Multi30k training pairs in {batches} batches of "
             f"{result['batch_size']} sentences, the config's teacher (random weights), "
-            f"{result['autocast']} autocast, validation off; best of {result['rounds']} "
+            f"{result['autocast']}, validation off; best of {result['rounds']} "
             "rounds (alternating).",
             table(
                 ["distillation", "teacher passes", "student steps", "epoch seconds", "speed"],

@@ -234,7 +234,7 @@ def markdown(result: dict[str, Any]) -> str:
         [
             f"Batch of {result['batch']} sentences (source lengths of a real Multi30k batch), "
             f"n = {result['n']}, d = {result['d_model']}; student step = the Distiller's "
-            f"(forward under {result['autocast']} autocast, masked MSE, backward, "
+            f"(forward in {result['autocast']}, masked MSE, backward, "
             f"{result['optimizer']}); ceiling = the six GEMMs of forward + backward of the "
             f"two Linear layers in {result['autocast']} (the step's compute dtype), same shapes, "
             "same run; the bf16 columns time the same GEMMs in bf16; FLOPs counted as "

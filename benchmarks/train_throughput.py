@@ -153,7 +153,7 @@ def measure(cfg: Config, steps: int, warmup: int, rounds: int) -> dict:
     result["setup"] = {
         "config": cfg.name,
         "device": str(device),
-        "precision": str(dtype or torch.float32),
+        "precision": hardware.compute_text(dtype),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "batches": len(timed),
