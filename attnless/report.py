@@ -508,6 +508,12 @@ def _panels(count: int):
     return fig, list(axes.flat)
 
 
+def _legend(fig, ax) -> None:
+    """One legend for all panels, right of them, where it hides no bar or line."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
 def size_figure(cells: list[dict], order: dict[str, list], path: Path) -> bool:
     """Relative BLEU vs size: one panel per (corpus, direction), one bar group per size."""
     rows = [r for r in cells if r.get("relative_bleu") is not None]
@@ -543,7 +549,7 @@ def size_figure(cells: list[dict], order: dict[str, list], path: Path) -> bool:
         ax.set_title(f"{corpus} {direction}")
         ax.set_xlabel("replacement size")
         ax.set_ylabel("BLEU, % of the teacher")
-    axes[0].legend(fontsize=7, loc="lower right")
+    _legend(fig, axes[0])
     fig.suptitle(
         f"Relative BLEU by replacement and size ({rows[0].get('test_set')}, greedy)", y=1.03
     )
@@ -576,7 +582,7 @@ def layers_figure(cells: list[dict], order: dict[str, list], path: Path) -> bool
         ax.set_title(f"{corpus} {direction}")
         ax.set_xlabel("replaced layers")
         ax.set_ylabel("BLEU, % of the teacher")
-    axes[0].legend(fontsize=7)
+    _legend(fig, axes[0])
     fig.suptitle(
         f"Relative BLEU by the number of replaced layers ({rows[0].get('test_set')})", y=1.03
     )
