@@ -14,7 +14,7 @@ from attnless.distill import Distiller, distill, parse_layers, parse_replace
 from attnless.evaluate import evaluate
 from attnless.model.sites import ReplacementError
 from attnless.prepare import prepare
-from attnless.runs import read_jsonl
+from attnless.runs import read_json, read_jsonl
 from attnless.train import train
 from tests.helpers import tiny_config
 
@@ -224,7 +224,5 @@ def test_teacher_checkpoints_keep_separate_scores(teacher_run: Config) -> None:
     (best,) = evaluate(cfg, ["test"], progress=False)
     (last,) = evaluate(_with(cfg, "eval.checkpoint=last"), ["test"], progress=False)
     assert (best["variant"], last["variant"]) == ("teacher", "teacher.last")
-    from attnless.runs import read_json
-
     scores = cfg.run_dir() / "eval" / "teacher" / "test.greedy.scores.json"
     assert read_json(scores)["checkpoint"] == "best"  # not overwritten by the last one

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnless import checkpoint
+from attnless import checkpoint, hardware
 from attnless.prepare import prepare
 from attnless.runs import read_jsonl
 from attnless.train import Trainer, TrainingDiverged, noam_lr, train
@@ -125,8 +125,6 @@ def test_trainer_runs_moved_run_folder(tmp_path: Path, data_dir: Path) -> None:
 def test_auto_precision_follows_the_measured_bf16_speed(
     monkeypatch: pytest.MonkeyPatch, speedup: float, expected: torch.dtype | None
 ) -> None:
-    from attnless import hardware
-
     monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: speedup)
     cpu = torch.device("cpu")
@@ -138,8 +136,6 @@ def test_auto_precision_follows_the_measured_bf16_speed(
 def test_resumed_run_keeps_the_precision_auto_chose(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from attnless import hardware
-
     monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 5.0)
     cfg = tiny_config(tmp_path, data_dir, "data.train_subset=50", "train.max_steps=2")
