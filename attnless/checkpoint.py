@@ -33,6 +33,24 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, handle)
 
 
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the ``model`` weights in ``paths`` (fairseq's
+    ``average_checkpoints``), summed in float64; non-float tensors are taken from the last file."""
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    states = [load(path)["model"] for path in paths]
+    mean: dict[str, torch.Tensor] = {}
+    for name, last in states[-1].items():
+        if not last.is_floating_point():
+            mean[name] = last.clone()
+            continue
+        total = torch.zeros_like(last, dtype=torch.float64)
+        for state in states:
+            total += state[name].double()
+        mean[name] = (total / len(states)).to(last.dtype)
+    return mean
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint; errors name the file."""
     path = Path(path)

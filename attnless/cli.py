@@ -176,7 +176,7 @@ def evaluate(
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
     checkpoint: Annotated[
-        str | None, typer.Option(help="Teacher checkpoint: best or last.")
+        str | None, typer.Option(help="Teacher checkpoint: best, last or average.")
     ] = None,
     finetune_epochs: Annotated[
         int | None,
@@ -222,7 +222,7 @@ def translate(
         typer.Option("--output", "-o", help="Write translations here (default: stdout)."),
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    checkpoint: Annotated[str, typer.Option(help="best, last or average.")] = "best",
 ) -> None:
     """Translate raw source sentences, one per line, with the trained teacher."""
     from attnless import hardware

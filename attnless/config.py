@@ -85,6 +85,7 @@ class TrainConfig:
     validate_every_epoch: bool = True
     log_every: int = 50  # steps between metrics.jsonl lines
     save_every: int = 0  # extra checkpoint every N steps (0: only at epoch ends)
+    average_last: int = 0  # write checkpoints/average.pt, the mean of the last N epochs' weights
     progress: bool = True
 
 
@@ -112,7 +113,7 @@ class DistillConfig:
     lr: float | None = None  # default: the method's learning rate from the paper
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
-    teacher_checkpoint: str = "best"
+    teacher_checkpoint: str = "best"  # best | last | average
     cross_causal: bool = True  # cross-attention students see decoder positions <= i only
     validate_every_epoch: bool = True
     log_every: int = 10
@@ -122,7 +123,7 @@ class DistillConfig:
 @dataclass
 class EvalConfig:
     splits: list[str] = field(default_factory=lambda: ["test"])
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | average
     chrf: bool = True
     replace: list[str] = field(default_factory=list)  # site=method:size; empty = the teacher
     layers: str = "all"

@@ -2,10 +2,11 @@
 
 A run folder holds ``checkpoints/last.pt`` (written at every epoch end, every
 ``train.save_every`` steps, and when ``train.max_steps`` stops a run) and ``checkpoints/best.pt``
-(lowest validation loss). ``last.pt`` carries the model, optimizer, schedule position, the RNG
-states and the sampler position (epoch, batch), so training the same config again continues
-exactly where it stopped: on the CPU, N steps straight and N/2 + resume + N/2 give identical
-losses.
+(lowest validation loss); with ``train.average_last = N`` also ``checkpoints/average.pt``, the
+mean of the last N epochs' weights (fairseq's ``average_checkpoints``). ``last.pt`` carries the
+model, optimizer, schedule position, the RNG states and the sampler position (epoch, batch), so
+training the same config again continues exactly where it stopped: on the CPU, N steps straight
+and N/2 + resume + N/2 give identical losses.
 
 An update (a step) consumes ``world * train.accumulate`` consecutive batches of the seeded epoch
 order: under ``torchrun`` (DDP, see :mod:`attnless.distributed`) rank ``r`` of ``world`` takes
@@ -426,7 +427,26 @@ class Trainer:
         self._log(record)
         self.save(best=best or not (self.ckpt_dir / "best.pt").exists())
         if self.ctx.is_main:
+            if self.cfg.train.average_last > 0:
+                self._save_average()
             log.info("epoch %d: %s", state.epoch, record)
+
+    def _save_average(self) -> None:
+        """Keep this epoch's weights (``epoch<N>.weights.pt``, the last ``train.average_last``
+        epochs only) and write their mean, with this run's metadata, to ``average.pt``."""
+        keep, epoch = self.cfg.train.average_last, self.state.epoch
+        checkpoint.save(self._epoch_weights(epoch), {"model": self.model.state_dict()})
+        for e in range(1, epoch - keep + 1):
+            self._epoch_weights(e).unlink(missing_ok=True)
+        epochs = [e for e in range(epoch - keep + 1, epoch + 1) if self._epoch_weights(e).exists()]
+        payload = self._payload()
+        del payload["optimizer"]  # a re-scoring checkpoint: resuming always uses last.pt
+        payload["model"] = checkpoint.average_weights([self._epoch_weights(e) for e in epochs])
+        payload["averaged_epochs"] = epochs
+        checkpoint.save(self.ckpt_dir / "average.pt", payload)
+
+    def _epoch_weights(self, epoch: int) -> Path:
+        return self.ckpt_dir / f"epoch{epoch}.weights.pt"
 
     def summary(self) -> dict[str, Any]:
         s = self.state

@@ -223,11 +223,13 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for size in ("M", "L"):
         if size in sizes:
+            bf16 = sizes[size]["bf16_ratio"]
             summary.append(
                 [
                     f"ALR-{size} student step / {students['autocast']} GEMM ceiling "
                     f"(/ bf16 GEMMs of the same shapes)",
-                    f"{sizes[size]['ratio']:.0%} ({sizes[size]['bf16_ratio']:.0%})",
+                    f"{sizes[size]['ratio']:.0%}"
+                    + (" (no native bf16)" if bf16 is None else f" ({bf16:.0%})"),
                     f"≥ {student_flops.TARGET:.0%}",
                 ]
             )

@@ -11,7 +11,7 @@ import torch
 from attnless import checkpoint, hardware
 from attnless.prepare import prepare
 from attnless.runs import read_jsonl
-from attnless.train import Trainer, TrainingDiverged, noam_lr, train
+from attnless.train import Trainer, TrainingDiverged, load_model, noam_lr, train
 from tests.helpers import tiny_config
 
 
@@ -62,6 +62,25 @@ def test_checkpoint_holds_everything_to_resume(tmp_path: Path, data_dir: Path) -
     # training the finished run again does nothing
     again = train(cfg, progress=False)
     assert again["step"] == payload["state"]["step"]
+
+
+def test_average_of_last_epochs(tmp_path: Path, data_dir: Path) -> None:
+    """``train.average_last = 2``: only the last two epochs' weights are kept, and
+    ``average.pt`` holds their mean with the run's metadata, loadable like ``best``."""
+    cfg = tiny_config(tmp_path, data_dir, "data.train_subset=60", "train.epochs=3")
+    cfg.train.average_last = 2
+    train(cfg, progress=False)
+    ckpts = cfg.run_dir() / "checkpoints"
+    kept = sorted(p.name for p in ckpts.glob("epoch*.weights.pt"))
+    assert kept == ["epoch2.weights.pt", "epoch3.weights.pt"]
+    two, three = (checkpoint.load(ckpts / name)["model"] for name in kept)
+    average = checkpoint.load(ckpts / "average.pt")
+    assert average["averaged_epochs"] == [2, 3] and "optimizer" not in average
+    for name, weight in average["model"].items():
+        torch.testing.assert_close(weight, (two[name] + three[name]) / 2)
+    assert not torch.equal(two["encoder.embed.tokens.weight"], three["encoder.embed.tokens.weight"])
+    model, payload = load_model(cfg.run_dir(), "average")
+    assert payload["state"]["epoch"] == 3 and not model.training
 
 
 def test_loss_decreases(tmp_path: Path, data_dir: Path) -> None:
