@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from attnless.config import ModelConfig
 from attnless.model import Seq2SeqTransformer, count_parameters
 from attnless.model.loss import linear_smoothed_cross_entropy, reference_smoothed_cross_entropy
-from attnless.model.ops import attention, dropout, keep_mask
+from attnless.model.ops import attention, dropout, dropout_multipliers, keep_mask
 from attnless.model.transformer import PAD, Padding
 
 
@@ -46,6 +46,24 @@ def test_attention_matches_reference(causal: bool) -> None:
     # the explicit CPU path used with dropout; p -> 0 makes it deterministic
     math_path = attention(q, k, v, mask, causal=causal, dropout_p=1e-12)
     torch.testing.assert_close(math_path, expected)
+
+
+def test_attention_dropout_path() -> None:
+    """The CPU path with dropout: fp32 softmax, then the seeded multipliers on the weights."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
+    torch.manual_seed(7)
+    out = attention(q, k, v, causal=True, dropout_p=0.3)
+    future = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(future, float("-inf"))
+    weights = torch.softmax(scores, -1)
+    torch.manual_seed(7)
+    expected = (weights * dropout_multipliers(weights.shape, 0.3, torch.float32)) @ v
+    torch.testing.assert_close(out, expected)
+    torch.manual_seed(7)
+    low = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True, dropout_p=0.3)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), expected, atol=0.06, rtol=0.03)
 
 
 def test_attention_is_sdpa() -> None:
