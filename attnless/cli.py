@@ -338,5 +338,18 @@ def report(
     console.print(f"report of {summary['cells']} cells in {summary['out']}: {files}")
 
 
+# commands that compute, and so gain from a faster allocator (see attnless.allocator)
+COMPUTE_COMMANDS = {"prepare", "train", "distill", "evaluate", "translate", "sweep"}
+
+
 def main() -> None:
+    """The console script: relaunch compute commands with a faster allocator, then run."""
+    from attnless.allocator import AllocatorError, relaunch_with_fast_allocator
+
+    if COMPUTE_COMMANDS.intersection(sys.argv[1:2]):
+        try:
+            relaunch_with_fast_allocator()
+        except AllocatorError as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise SystemExit(2) from None
     app()

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from attnless import checkpoint, distributed, hardware
+from attnless.allocator import active_allocator
 from attnless.config import Config
 from attnless.data.batching import Batch, Examples, collate, epoch_batches, eval_batches
 from attnless.data.tokenizer import PAD_ID
@@ -338,6 +339,7 @@ class Trainer:
                 "device": str(self.device),
                 "precision": str(self.dtype or torch.float32),
                 "threads": torch.get_num_threads(),
+                "allocator": active_allocator(),
                 "world_size": ctx.world,
                 "accumulate": cfg.train.accumulate,
                 "max_tokens": cfg.train.max_tokens,

@@ -31,6 +31,7 @@ import torch
 
 from attnless import config as config_mod
 from attnless import hardware
+from attnless.allocator import relaunch_with_fast_allocator
 from attnless.prepare import prepare
 from benchmarks import decode_speed, distill_epoch, student_flops, train_throughput
 from benchmarks.common import REPO, machine, table
@@ -267,6 +268,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    relaunch_with_fast_allocator()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds; tests)")

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from attnless.allocator import active_allocator
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -85,6 +87,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "cpu_flags": cpu_flags(),
         "torch_threads": torch.get_num_threads(),
+        "allocator": active_allocator(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),

@@ -23,6 +23,7 @@ from torch import nn
 
 from attnless import config as config_mod
 from attnless import hardware
+from attnless.allocator import active_allocator, relaunch_with_fast_allocator
 from attnless.config import Config
 from attnless.data.batching import Batch, collate, epoch_batches
 from attnless.model import build_model
@@ -155,6 +156,7 @@ def measure(cfg: Config, steps: int, warmup: int, rounds: int) -> dict:
         "device": str(device),
         "precision": hardware.compute_text(dtype),
         "threads": torch.get_num_threads(),
+        "allocator": active_allocator(),
         "torch": torch.__version__,
         "batches": len(timed),
         "rounds": rounds,
@@ -164,6 +166,7 @@ def measure(cfg: Config, steps: int, warmup: int, rounds: int) -> dict:
 
 
 def main() -> None:
+    relaunch_with_fast_allocator()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="experiments/paper.yaml")
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
@@ -178,7 +181,7 @@ def main() -> None:
     setup = result["setup"]
     print(
         f"training throughput, {setup['config']} config, {setup['device']}, {setup['precision']}, "
-        f"{setup['threads']} threads, torch {setup['torch']}, "
+        f"{setup['threads']} threads, {setup['allocator']} allocator, torch {setup['torch']}, "
         f"{setup['batches']} real Multi30k batches x {setup['rounds']} rounds"
     )
     for name in ("attnless", "torch.nn.Transformer"):
