@@ -17,6 +17,7 @@ allocator found preloaded (``LD_PRELOAD``), or, without one, with glibc's huge-p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -54,24 +55,30 @@ def library_dirs() -> list[Path]:
 
 def find_allocator(choice: str = "auto", dirs: Sequence[Path] | None = None) -> Path | None:
     """The shared library of ``choice`` (``auto``: tcmalloc, else jemalloc), or None."""
-    names = [name for allocator, libs in LIBRARIES.items() for name in libs]
-    if choice in LIBRARIES:
-        names = list(LIBRARIES[choice])
+    names = LIBRARIES[choice] if choice in LIBRARIES else sum(LIBRARIES.values(), ())
+    folders = library_dirs() if dirs is None else dirs
     for name in names:
-        for folder in library_dirs() if dirs is None else dirs:
+        for folder in folders:
             if (folder / name).is_file():
                 return folder / name
     return None
 
 
-def active_allocator(maps: Path = Path("/proc/self/maps")) -> str:
+def loaded_library(prefixes: tuple[str, ...]) -> str | None:
+    """Path of the first shared library loaded in this process whose file name starts with one
+    of ``prefixes`` (from ``/proc/self/maps``: Linux only), else None."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = line.split()[-1]
+            if path.startswith("/") and Path(path).name.startswith(prefixes):
+                return path
+    return None
+
+
+def active_allocator() -> str:
     """``tcmalloc``, ``jemalloc`` or ``system``: the allocator loaded in this process."""
-    try:
-        text = maps.read_text()
-    except OSError:
-        return "system"
     for allocator in LIBRARIES:
-        if f"lib{allocator}" in text:
+        if loaded_library((f"lib{allocator}",)):
             return allocator
     return "system"
 
