@@ -1,9 +1,9 @@
 """A faster memory allocator for CPU work: tcmalloc or jemalloc, preloaded by re-executing.
 
 A training step of the small teacher allocates and frees a few thousand tensors of every size.
-glibc's malloc serves them slowly: profiled on 2-core Xeons and Zen 4s, ``_int_malloc`` alone
-took a fifth of the main thread in the real training loop, and returning memory to the system
-makes every step page-fault its tensors in again. Measured on the paper preset (450 steps of
+glibc's malloc serves them slowly: profiled with ``perf`` on a 2-core Xeon, ``_int_malloc``
+alone took a fifth of the main thread in the real training loop, and the process page-faulted
+thousands of times a second throughout. Measured on the paper preset (450 steps of
 the real trainer, one allocator per process, same batches): glibc 3,730 target tokens/s,
 jemalloc 4,648 (1.25x), tcmalloc 5,032 (1.35x); glibc with transparent huge pages
 (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) 4,138 (1.11x).
