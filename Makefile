@@ -36,22 +36,21 @@ help:
 
 venv: allocator $(VENV)/.installed
 
-# tcmalloc makes CPU training 1.25-1.35x faster (README, attnless/allocator.py). Installed with
-# apt-get when make runs as root on Debian/Ubuntu (containers, CI); otherwise a hint is printed.
-ALLOCATOR_LIB := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 \
-  /usr/lib64/libtcmalloc_minimal.so.4 /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2))
+# tcmalloc makes CPU training 1.25-1.35x faster (README, attnless/allocator.py, which also says
+# where it is looked for). Installed with apt-get when make runs as root on Debian/Ubuntu
+# (containers, CI) and neither tcmalloc nor jemalloc is found; otherwise a hint is printed.
 allocator:
-ifeq ($(ALLOCATOR_LIB),)
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	@$(PYTHON) -c 'import sys; from attnless.allocator import find_allocator; \
+	  sys.exit(find_allocator() is None)' || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing libtcmalloc-minimal4 (faster CPU training; ATTNLESS_ALLOCATOR=system opts out)"; \
 	  { apt-get install -y -qq libtcmalloc-minimal4 || { apt-get update -qq \
 	    && apt-get install -y -qq libtcmalloc-minimal4; }; } >/dev/null 2>&1 \
 	  || echo "could not install libtcmalloc-minimal4; attnless uses glibc's allocator"; \
 	else \
-	  echo "note: tcmalloc makes CPU training 1.25-1.35x faster: sudo apt install" \
-	    "libtcmalloc-minimal4 (Debian/Ubuntu) or sudo dnf install gperftools-libs (Fedora)"; \
+	  $(PYTHON) -c 'from attnless.allocator import PACKAGES; \
+	    print("note: tcmalloc makes CPU training 1.25-1.35x faster; install it:", PACKAGES)'; \
 	fi
-endif
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

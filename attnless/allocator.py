@@ -17,7 +17,6 @@ allocator found preloaded (``LD_PRELOAD``), or, without one, with glibc's huge-p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -64,21 +63,16 @@ def find_allocator(choice: str = "auto", dirs: Sequence[Path] | None = None) -> 
     return None
 
 
-def loaded_library(prefixes: tuple[str, ...]) -> str | None:
-    """Path of the first shared library loaded in this process whose file name starts with one
-    of ``prefixes`` (from ``/proc/self/maps``: Linux only), else None."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/maps").read_text().splitlines():
-            path = line.split()[-1]
-            if path.startswith("/") and Path(path).name.startswith(prefixes):
-                return path
-    return None
-
-
 def active_allocator() -> str:
-    """``tcmalloc``, ``jemalloc`` or ``system``: the allocator loaded in this process."""
+    """``tcmalloc``, ``jemalloc`` or ``system``: the allocator loaded in this process (read from
+    ``/proc/self/maps``: Linux only)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return "system"
+    loaded = {Path(f[-1]).name for f in map(str.split, lines) if f and f[-1].startswith("/")}
     for allocator in LIBRARIES:
-        if loaded_library((f"lib{allocator}",)):
+        if any(name.startswith(f"lib{allocator}") for name in loaded):
             return allocator
     return "system"
 
