@@ -361,6 +361,11 @@ def translate_ids(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     positions = max_positions or model.decoder.embed.positions.size(0)
     caps = [max_output_length(len(s), cfg, positions) for s in src_ids]
+    # a module whose earlier outputs change as tokens are added (the paper-mode cross-attention
+    # network) needs the whole prefix re-run at every step
+    use_cache = cfg.use_cache and all(
+        getattr(m, "supports_incremental", True) for m in model.modules()
+    )
     batches = make_batches([max(len(s), 1) for s in src_ids], cfg.batch_tokens)
     results: list[list[int]] = [[] for _ in src_ids]
     was_training = model.training
@@ -372,10 +377,10 @@ def translate_ids(
                 batch_caps = [caps[i] for i in batch]
                 if cfg.beam > 1:
                     hyps = beam_search_batch(
-                        model, src, batch_caps, cfg.beam, cfg.length_penalty, cfg.use_cache
+                        model, src, batch_caps, cfg.beam, cfg.length_penalty, use_cache
                     )
                 else:
-                    hyps = greedy_batch(model, src, batch_caps, cfg.use_cache)
+                    hyps = greedy_batch(model, src, batch_caps, use_cache)
                 for i, hyp in zip(batch, hyps, strict=True):
                     results[i] = hyp
     finally:

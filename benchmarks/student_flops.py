@@ -4,7 +4,8 @@ A step is exactly the Distiller's: ``zero_grad``, :func:`attnless.distill.studen
 (forward under autocast, masked MSE, backward) and the student's Adam step, on inputs shaped
 like the captures of the ALR site (the layer-normed input, fp32, and the attention core's
 output, in the autocast dtype) for a batch of real Multi30k sentence lengths. FLOPs are
-counted as ``3 * 2 * B * (in * H + H * out)`` (forward and backward of the two Linear layers).
+counted as ``3 * 2 * B * (in * H + H * out)`` (forward and backward of the two Linear layers),
+with ``in = out = T * d`` for the T positions the length-truncated network computes.
 The ceiling is the time of those six GEMMs alone (``X W1^T``, ``h W2^T``, ``dY W2``, ``dY^T h``,
 ``dh W1``, ``dh^T X``) on the same device, measured in the same run, alternating with the
 student step: in the dtype the step computes in (the autocast dtype, else fp32) and, as a
@@ -69,10 +70,11 @@ class StudentBench:
         self.net = build_student(spec, cfg).to(device)
         method = get_method(spec.site, spec.method)
         self.optimizer = make_student_optimizer(self.net, cfg.distill.lr or method.lr, cfg)
-        ff = self.net.ff
-        self.in_features, self.hidden, self.out_features = ff.in_features, ff.hidden, ff.k
-        self.out_features = ff.out_features
         b, t, d = len(lengths), max(lengths), cfg.model.d_model
+        # the network computes only the T positions of the batch's longest sentence: the
+        # columns of Linear1 and rows of Linear2 that belong to them (FLOPs counted over these)
+        self.positions, self.hidden = t, self.net.ff.hidden
+        self.in_features = self.out_features = t * d
         tokens = torch.zeros(b, t, dtype=torch.long)
         for i, length in enumerate(lengths):
             tokens[i, :length] = 4
@@ -172,6 +174,7 @@ def measure(
         results.append(
             {
                 "size": size,
+                "positions": bench.positions,
                 "in": bench.in_features,
                 "hidden": bench.hidden,
                 "out": bench.out_features,
@@ -243,7 +246,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['optimizer']}); ceiling = the six GEMMs of forward + backward of the "
             f"two Linear layers in {result['autocast']} (the step's compute dtype), same shapes, "
             "same run; the bf16 columns time the same GEMMs in bf16; FLOPs counted as "
-            "3 × 2 × B × (in·H + H·out); best of "
+            "3 × 2 × B × (in·H + H·out) over the computed positions only (in = out = T·d, T "
+            f"= {result['sizes'][0]['positions'] if result['sizes'] else '?'}, the batch's "
+            f"longest source; the padded form would multiply n = {result['n']}); best of "
             f"{result['repeats']} in each of {result['rounds']} alternating rounds.",
             table(header, rows),
             "Where a step's time goes (profiler self time, two steps):",
