@@ -43,6 +43,7 @@ FULL = {
     "decode": {"sentences": 1000, "nocache_sentences": 200, "size": "M", "rounds": 2},
     "students": {"sizes": ("S", "M", "L"), "batch": 256, "repeats": 3, "rounds": 3},
     "distill": {"sentences": 4096, "batch_size": 256, "size": "S", "rounds": 2},
+    "truncation": {"sentences": 2560, "batch_size": 256, "size": "L", "rounds": 2},
 }
 QUICK = {
     "config": "experiments/smoke.yaml",
@@ -51,6 +52,7 @@ QUICK = {
     "decode": {"sentences": 16, "nocache_sentences": 8, "size": "XS", "rounds": 1},
     "students": {"sizes": ("XS", "S"), "batch": 16, "repeats": 1, "rounds": 1},
     "distill": {"sentences": 64, "batch_size": 32, "size": "XS", "rounds": 1},
+    "truncation": {"sentences": 64, "batch_size": 32, "size": "XS", "rounds": 1},
 }
 
 
@@ -79,6 +81,10 @@ def run(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
             ("decode", lambda: decode_speed.measure(cfg, prepared, **settings["decode"])),
             ("students", lambda: student_flops.measure(cfg, prepared.train, **students)),
             ("distill", lambda: distill_epoch.measure(cfg, prepared, **settings["distill"])),
+            (
+                "truncation",
+                lambda: distill_epoch.measure_truncation(cfg, prepared, **settings["truncation"]),
+            ),
         ]
         for name, measure in steps:
             t0 = time.perf_counter()
@@ -165,7 +171,7 @@ def markdown(result: dict[str, Any]) -> str:
     loads = result["load"]
     load_text = " / ".join(
         "n/a" if loads.get(k) is None else f"{loads[k]:.1f}"
-        for k in ("start", "train", "decode", "students", "distill", "end")
+        for k in ("start", "train", "decode", "students", "distill", "truncation", "end")
     )
     info = [
         ["machine", f"{m['cpu']}, {cores} cores ({flags}); {threads}"],
@@ -199,6 +205,7 @@ def markdown(result: dict[str, Any]) -> str:
             "Re-run `make bench` on an idle machine for reference numbers."
         )
     train, decode, students, distill = (sec[k] for k in ("train", "decode", "students", "distill"))
+    truncation = sec.get("truncation")
     by = {(r["mode"], r["model"]): r for r in decode["rows"]}
     teacher = decode["rows"][0]["model"]
     hybrid = decode["rows"][1]["model"]
@@ -242,6 +249,15 @@ def markdown(result: dict[str, Any]) -> str:
             "≥ 2x",
         ]
     )
+    if truncation:
+        summary.append(
+            [
+                f"{truncation['layers']}-layer ALR-{truncation['size']} distillation, "
+                f"length-truncated / padded to n = {truncation['n']}",
+                f"{truncation['speedup']:.2f}x faster",
+                "≥ 2.3x",
+            ]
+        )
     return (
         "\n\n".join(
             [
@@ -261,6 +277,14 @@ def markdown(result: dict[str, Any]) -> str:
                 limits_markdown(students),
                 "## 4. Distillation epoch: one shared teacher pass",
                 distill_epoch.markdown(distill),
+                *(
+                    [
+                        "## 5. Distillation: length-truncated networks",
+                        distill_epoch.truncation_markdown(truncation),
+                    ]
+                    if truncation
+                    else []
+                ),
             ]
         )
         + "\n"

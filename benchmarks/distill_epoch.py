@@ -86,14 +86,17 @@ def measure_truncation(
     size: str = "L",
     rounds: int = 2,
 ) -> dict[str, Any]:
-    """A real distillation epoch slice of ALR-``size`` at every encoder layer (one shared
+    """A real distillation epoch slice (``sentences // batch_size`` batches of the epoch's
+    order) of ALR-``size`` at every encoder layer (one shared
     teacher pass per batch), the networks computing only each batch's positions (truncated)
     against padding every sentence to n (the official computation); alternating rounds, the
     best of each counts. Same students, same batches, same seed."""
     device = hardware.resolve_device(cfg.train.device)
     Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
     fits = _fit_length(prepared.train, cfg.distill.n)
-    data = dataclasses.replace(prepared, train=fits.select(list(range(min(sentences, len(fits))))))
+    # whole batches of the real epoch order (lengths as in a real epoch), re-batched alike
+    order = sentence_batches(fits, batch_size, cfg.seed, 0)[: max(1, sentences // batch_size)]
+    data = dataclasses.replace(prepared, train=fits.select(sorted(i for b in order for i in b)))
     overrides = [
         f"distill.replace=[encoder.self=alr:{size}]",
         "distill.layers=all",

@@ -25,6 +25,7 @@ def test_bench_writes_every_section(tmp_path: Path, data_dir: Path) -> None:
         "## 2. Decoding speed",
         "## 3. Student training efficiency",
         "## 4. Distillation epoch: one shared teacher pass",
+        "## 5. Distillation: length-truncated networks",
     ):
         assert heading in text
     machine = result["machine"]
@@ -41,4 +42,7 @@ def test_bench_writes_every_section(tmp_path: Path, data_dir: Path) -> None:
         assert abs(sum(size["breakdown"].values()) - 1) < 1e-6
     distill = sections["distill"]
     assert distill["shared_s"] > 0 and distill["per_layer_s"] > 0
+    truncation = sections["truncation"]
+    assert truncation["truncated_s"] > 0 and truncation["padded_s"] > 0
+    assert truncation["mean_longest"] <= truncation["n"]
     json.dumps(result, default=str)  # the JSON beside the markdown
