@@ -12,10 +12,12 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 
 # Sweeps (the paper's tables): `make tables` on Multi30k, `make tables CORPUS=iwslt2017` on
 # IWSLT2017; PRESET picks the teacher/distillation preset; SWEEP_ARGS passes more options
-# (e.g. SWEEP_ARGS="--shard 0/4" or "--dry-run").
+# (e.g. SWEEP_ARGS="--shard 0/4" or "--dry-run"). The tables are a ledger committed under
+# results/tables/<corpus>/: finished cells are skipped, the shipped teachers in
+# results/tables/<corpus>/teachers/ are used instead of training new ones.
 CORPUS ?= multi30k
 PRESET ?= paper
-SWEEPS ?= sweeps/$(CORPUS)
+SWEEPS ?= results/tables/$(CORPUS)
 SWEEP_ARGS ?=
 SWEEP_CORPUS := $(if $(filter multi30k,$(CORPUS)),,--set data.corpus=$(CORPUS))
 TABLES := table-encoder table-decoder table-layers
@@ -82,7 +84,7 @@ $(TABLES): table-%: venv
 tables: $(TABLES)
 
 report: venv
-	@found=0; for d in sweeps/*/ sweeps/*/*/; do \
+	@found=0; for d in sweeps/*/ sweeps/*/*/ results/tables/*/*/; do \
 	  if [ -f "$$d/results.jsonl" ]; then found=1; $(BIN)/attnless report "$$d" --quiet; fi; \
 	done; [ $$found = 1 ] || echo "no sweep results under sweeps/ yet"
 

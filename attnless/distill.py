@@ -498,6 +498,7 @@ class Distiller:
     def summary(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
+            "precision": hardware.dtype_name(self.dtype),
             "students": {
                 s.spec.key: {
                     "epoch": s.epoch,

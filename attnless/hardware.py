@@ -7,6 +7,8 @@ import ctypes
 import ctypes.util
 import functools
 import math
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -118,3 +120,37 @@ def tune_cpu_runtime(threads: int | None = None) -> None:
         libc = ctypes.CDLL(name)
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
         libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (``/proc/cpuinfo``; virtual
+    machines often show only "AMD EPYC", and family/model tell Zen 3 from Zen 4)."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in info.read_text(errors="ignore").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    name = fields.get("model name") or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
+
+
+def cpu_flags() -> list[str]:
+    """The vector extensions that matter for bf16 matmuls, if the CPU lists them."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        return []
+    text = info.read_text(errors="ignore")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return [flag for flag in wanted if f" {flag}" in text]
+
+
+def describe_machine(device: torch.device | None = None) -> str:
+    """One line naming what computed a result: the GPU, else the CPU, its cores and flags."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    flags = ", ".join(cpu_flags()) or "no AVX2"
+    return f"{cpu_model()}, {os.cpu_count()} cores ({flags})"

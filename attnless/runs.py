@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,7 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
+    out["commit"] = git_revision()
     for package in ("attnless", "torch", "sacrebleu", "sentencepiece", "numpy"):
         try:
             out[package] = metadata.version(package)
@@ -134,3 +136,22 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def git_revision() -> str:
+    """The commit of the attnless checkout (``+changes`` when tracked files differ from it;
+    ``unknown`` outside a git checkout)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=30
+        )
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 import torch
 
 from attnless.allocator import active_allocator
+from attnless.hardware import cpu_flags, cpu_model
+from attnless.runs import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,48 +37,6 @@ def best_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> floa
     """The fastest of ``repeats`` timed calls: on a shared machine the minimum is the figure
     least disturbed by other processes."""
     return min(timed(fn, device) for _ in range(max(repeats, 1)))
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else what the platform reports)."""
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text(errors="ignore").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The vector extensions that matter for bf16 matmuls, if the CPU lists them."""
-    info = Path("/proc/cpuinfo")
-    if not info.exists():
-        return []
-    text = info.read_text(errors="ignore")
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return [flag for flag in wanted if f" {flag}" in text]
-
-
-def git_revision() -> str:
-    """The commit the benchmark ran on (``+changes`` when the tree differs from it)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+changes" if dirty else "")
 
 
 def machine(device: torch.device) -> dict[str, Any]:

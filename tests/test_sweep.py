@@ -101,6 +101,7 @@ def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
         times = cell["times"]
         assert times["distill_seconds"] > 0 and times["eval_seconds"] > 0
         assert times["teacher_train_seconds"] > 0
+        assert cell["precision"] in ("bf16", "fp32") and cell["machine"] and cell["commit"]
     run_dirs = {c["run_dir"] for c in cells}
     assert len(run_dirs) == 1  # one teacher, trained once, shared by every cell
     run_dir = Path(run_dirs.pop())
@@ -432,3 +433,42 @@ def test_layer_report_from_records(tmp_path: Path) -> None:
     rows = _lines(sweep / "report" / "layers.csv")
     assert any(",bottom,6,all," in r for r in rows) and any(",top,6,all," in r for r in rows)
     assert any(",top,2,4-5," in r for r in rows)
+
+
+def test_teacher_is_shipped_and_reused_and_only_missing_cells_run(
+    demo_sweep: Path, tmp_path: Path
+) -> None:
+    """The sweep ships its teacher beside the tables; a sweep elsewhere with part of the ledger
+    installs that teacher (no training) and computes only the missing cells, with the same
+    scores as the first sweep."""
+    shipped = demo_sweep.parent / "teachers" / "de-en"
+    weights = shipped / "teacher.pt"
+    assert weights.is_file() and (shipped / "spm.model").is_file()
+    scores = json.loads((shipped / "scores.json").read_text())
+    records = read_results(demo_sweep / "results.jsonl")
+    teacher = next(r for r in records if r["kind"] == "teacher")
+    assert scores["test"]["bleu"] == teacher["bleu"]
+    # fp16 weights, compressed: less than 2 bytes per parameter
+    assert weights.stat().st_size < 2 * teacher["params"] + 100_000
+
+    out = tmp_path / "tables" / "demo"
+    shutil.copytree(shipped, tmp_path / "tables" / "teachers" / "de-en")
+    cells = [r for r in records if r["kind"] == "cell"]
+    kept = [json.dumps(r) for r in cells[:5]]
+    out.mkdir(parents=True)
+    (out / "results.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "5 finished (skipped), 3 to run" in done.stderr
+    assert "shipped" in done.stderr
+    lines = _lines(out / "results.jsonl")
+    assert lines[:5] == kept  # the ledger only grows
+    again = read_results(out / "results.jsonl")
+    assert [r["kind"] for r in again[5:]] == ["teacher", "cell", "cell", "cell"]
+    run_dir = Path(again[5]["run_dir"])
+    assert not (run_dir / "checkpoints" / "last.pt").exists()  # installed, never trained
+    first = {r["cell_id"]: r for r in cells}
+    for cell in again[6:]:
+        assert cell["cell_id"] in first and cell["cell_id"] not in {r["cell_id"] for r in cells[:5]}
+        assert cell["teacher_bleu"] == first[cell["cell_id"]]["teacher_bleu"]
+        assert cell["bleu"] == first[cell["cell_id"]]["bleu"]

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from attnless.config import Config
+from attnless.hardware import describe_machine, resolve_device
 from attnless.locks import HOST
-from attnless.runs import append_jsonl, versions
+from attnless.runs import append_jsonl, git_revision, versions
 from attnless.sweep.cells import Cell, Family
 from attnless.sweep.spec import Spec
 
@@ -105,6 +106,7 @@ def teacher_record(
         "device": summary["device"],
         "precision": summary["precision"],
         "tokens_per_s": summary["tokens_per_s"],
+        "machine": describe_machine(resolve_device(cfg.train.device)),
         "train_seconds": summary["train_seconds"],
         "wall_seconds": wall_seconds,
         "train_wall_seconds": train_wall_seconds,
@@ -136,7 +138,7 @@ def cell_record(
     for fam in cell.families():
         marker = students.get(fam) or {}
         fam_info["/".join(fam)] = {
-            k: marker.get(k) for k in ("call", "seconds", "students_in_call", "layers")
+            k: marker.get(k) for k in ("call", "seconds", "students_in_call", "layers", "precision")
         }
         if marker.get("call"):
             calls[marker["call"]] = marker.get("seconds", 0.0)
@@ -172,6 +174,11 @@ def cell_record(
             "eval_seconds": eval_seconds,
         },
         "seed": cell.config.seed,
+        "distill_epochs": cell.config.distill.epochs,
+        "distill_batch_size": cell.config.distill.batch_size,
+        "precision": next((f["precision"] for f in fam_info.values() if f["precision"]), None),
+        "machine": describe_machine(resolve_device(cell.config.train.device)),
+        "commit": git_revision(),
         "config": _config_record(cell.config),
         "versions": main.get("versions") or versions(),
         "shard": f"{shard[0]}/{shard[1]}",

@@ -18,6 +18,7 @@ import yaml
 from attnless.config import Config
 from attnless.locks import FileLock, describe_holder
 from attnless.runs import write_json, write_text
+from attnless.sweep import shipped
 from attnless.sweep.cells import Cell, Family, expand, shard_cells
 from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
 from attnless.sweep.results import (
@@ -54,10 +55,13 @@ class Sweep:
         progress: bool = True,
         poll: float | None = None,
         say: Callable[[str], None] | None = None,
+        teachers: str | Path | None = None,
     ) -> None:
         self.spec = spec
         self.out = Path(out) if out is not None else Path("sweeps") / spec.name
         self.runs = Path(runs) if runs is not None else self.out.parent / "runs"
+        # shipped teachers (see attnless.sweep.shipped): beside the tables of one corpus
+        self.teachers = Path(teachers) if teachers is not None else self.out.parent / "teachers"
         self.shard = shard
         self.progress = progress
         self.poll = (
@@ -196,14 +200,33 @@ class Sweep:
         if known is not None:
             return known
         cfg = cell.config
-        self.say(f"teacher {cell.corpus} {cell.direction}: {cfg.run_dir()}")
-        start = time.perf_counter()
-        summary = train(cfg, progress=self.progress)
-        trained = time.perf_counter() - start
         which = cfg.distill.teacher_checkpoint
-        scores = {s: teacher_scores(cfg, s, which, self.progress) for s in cfg.eval.splits}
+        folder = self.teachers / cell.direction
+        meta = shipped.read(folder)
+        start = time.perf_counter()
+        if meta is not None and meta.get("teacher_id") == cell.teacher and meta.get("scores"):
+            self.say(f"teacher {cell.corpus} {cell.direction}: shipped, {folder}")
+            shipped.install(folder, cfg.run_dir(), which)
+            summary, trained = meta["summary"], meta["train_wall_seconds"]
+            scores = meta["scores"]
+        else:
+            if meta is not None:
+                self.say(
+                    f"teacher {cell.corpus} {cell.direction}: {folder} holds a teacher with "
+                    "other settings (or no scores); training one"
+                )
+            self.say(f"teacher {cell.corpus} {cell.direction}: {cfg.run_dir()}")
+            summary = train(cfg, progress=self.progress)
+            trained = time.perf_counter() - start
+            summary = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
+            meta = {"teacher_id": cell.teacher, "summary": summary, "train_wall_seconds": trained}
+            shipped.ship(cfg.run_dir(), which, folder, meta)
+            scores = {s: teacher_scores(cfg, s, which, self.progress) for s in cfg.eval.splits}
+            shipped.write_scores(folder, scores)
+            self.say(f"teacher {cell.corpus} {cell.direction}: shipped to {folder}")
         wall_seconds = time.perf_counter() - start
         record = teacher_record(self.spec, cell, summary, scores, wall_seconds, trained)
+        record["shipped"] = str(folder)
         if cell.teacher not in self.teacher_records():  # we hold the teacher lock
             append_result(self.results_path, record)
         self.say(
@@ -284,7 +307,7 @@ class Sweep:
             )
             call = uuid.uuid4().hex[:12]
             start = time.perf_counter()
-            distill(dcfg, progress=self.progress)
+            summary = distill(dcfg, progress=self.progress)
             seconds = time.perf_counter() - start
             for fam in fams:
                 folder = family_dir(cfg.run_dir(), fam)
@@ -302,6 +325,7 @@ class Sweep:
                         "call": call,
                         "seconds": seconds,
                         "students_in_call": count,
+                        "precision": summary.get("precision"),
                         "finished_at": timestamp(),
                     },
                 )
