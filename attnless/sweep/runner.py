@@ -186,9 +186,15 @@ class Sweep:
         cell = group[0]
         teacher = self._ensure_teacher(cell)
         lock.release()
-        students = self._ensure_students(group, teacher)
+        # one replacement variant at a time (its sizes share the teacher passes), each cell
+        # scored and appended to the ledger as soon as its students exist
+        variants: dict[tuple[str, ...], list[Cell]] = {}
         for cell in group:
-            self._evaluate(cell, teacher, students)
+            variants.setdefault(cell.replace, []).append(cell)
+        for cells in variants.values():
+            students = self._ensure_students(cells, teacher)
+            for cell in cells:
+                self._evaluate(cell, teacher, students)
 
     # ---------------------------------------------------------------- teacher
 
