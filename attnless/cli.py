@@ -280,6 +280,14 @@ def sweep(
         Path | None,
         typer.Option(help="Teacher run folders. Default: runs/ beside the sweep folder."),
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only the cells with these grid values, key=value[,value], repeatable: "
+            "--only direction=de-en --only size=XS,S (keys: corpus, direction, replace, size, "
+            "layers).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or continue) a sweep: teachers, students and one result line per cell."""
@@ -288,7 +296,7 @@ def sweep(
     _setup_logging(quiet)
     try:
         loaded = load_spec(spec, preset, set_ or [])
-        runner = Sweep(loaded, out, runs, parse_shard(shard), progress=not quiet)
+        runner = Sweep(loaded, out, runs, parse_shard(shard), progress=not quiet, only=only)
     except ConfigError as err:
         console.print(f"[red]spec error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -260,6 +260,18 @@ def test_dry_run_lists_cells_and_estimates(tmp_path: Path) -> None:
     )
     assert shard.exit_code == 0 and "shard 1/3: 21 cells" in shard.output
     assert shard.output.count(" pending ") == 21
+    only = ["--only", "direction=de-en", "--only", "replace=encoder.self=alr,encoder.self=elr"]
+    some = CliRunner().invoke(
+        app, ["sweep", "experiments/encoder.yaml", "--dry-run", "--out", str(out), *only]
+    )
+    assert some.exit_code == 0, some.output
+    assert some.output.count(" pending ") == 8 and " en-de " not in some.output
+    ids = {line.split()[1] for line in text.splitlines() if " de-en " in line and "alr " in line}
+    assert ids and ids <= set(some.output.split())  # the same cell ids as the whole sweep
+    bad = CliRunner().invoke(
+        app, ["sweep", "experiments/encoder.yaml", "--dry-run", "--only", "direction=xx-yy"]
+    )
+    assert bad.exit_code == 2 and "direction=xx-yy: no cell has it" in bad.output
 
 
 def test_shards_cover_every_cell_exactly_once() -> None:

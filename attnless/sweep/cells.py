@@ -214,3 +214,37 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     """The cells of shard ``(i, n)``: indices i, i+n, i+2n, ..."""
     i, n = shard
     return [c for c in cells if c.index % n == i]
+
+
+FILTER_KEYS = ("corpus", "direction", "replace", "size", "layers")
+
+
+def filter_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
+    """The cells matching every ``key=value[,value]`` of ``only`` (keys: corpus, direction,
+    replace, size, layers; ``replace`` values join a variant's entries with ``+``, e.g.
+    ``replace=encoder.self=alr``). Cell ids do not change, so a filtered run fills the same
+    ledger as the whole sweep."""
+    wanted: dict[str, set[str]] = {}
+    for text in only:
+        key, eq, values = text.partition("=")
+        key = key.strip()
+        if not eq or key not in FILTER_KEYS or not values.strip():
+            raise SpecError(
+                f"--only {text!r}: expected key=value[,value] with key one of "
+                f"{', '.join(FILTER_KEYS)}, e.g. direction=de-en"
+            )
+        wanted.setdefault(key, set()).update(v.strip() for v in values.split(","))
+
+    def value(cell: Cell, key: str) -> str:
+        return "+".join(cell.replace) if key == "replace" else str(getattr(cell, key))
+
+    kept = [c for c in cells if all(value(c, k) in v for k, v in wanted.items())]
+    for key, values in wanted.items():
+        known = {value(c, key) for c in cells}
+        unknown = sorted(values - known)
+        if unknown:
+            raise SpecError(
+                f"--only {key}={','.join(unknown)}: no cell has it; the sweep has "
+                f"{', '.join(sorted(known))}"
+            )
+    return kept

@@ -19,7 +19,7 @@ from attnless.config import Config
 from attnless.locks import FileLock, describe_holder
 from attnless.runs import write_json, write_text
 from attnless.sweep import shipped
-from attnless.sweep.cells import Cell, Family, expand, shard_cells
+from attnless.sweep.cells import Cell, Family, expand, filter_cells, shard_cells
 from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
 from attnless.sweep.results import (
     append_result,
@@ -56,6 +56,7 @@ class Sweep:
         poll: float | None = None,
         say: Callable[[str], None] | None = None,
         teachers: str | Path | None = None,
+        only: list[str] | None = None,
     ) -> None:
         self.spec = spec
         self.out = Path(out) if out is not None else Path("sweeps") / spec.name
@@ -69,7 +70,7 @@ class Sweep:
         )
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self.cells = expand(spec, self.runs)
-        self.mine = shard_cells(self.cells, shard)
+        self.mine = filter_cells(shard_cells(self.cells, shard), only or [])
         self.results_path = self.out / "results.jsonl"
 
     # ---------------------------------------------------------------- state
