@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from attnless import config as config_mod
-from attnless.config import Config, ConfigError
+from attnless.config import Config, ConfigError, Override
 
 app = typer.Typer(
     add_completion=False,
@@ -57,18 +59,48 @@ def _setup_logging(quiet: bool) -> None:
     )
 
 
-def load_config(target: Path, overrides: list[str] | None) -> Config:
-    """Load a config or a run folder's config, or exit with the error."""
+def load_config(target: Path, overrides: list[str] | None, *options: Override | None) -> Config:
+    """Load a config or a run folder's config with the ``--set`` overrides, then the options of
+    the command that set config values (None: not given), or exit with the error (which names
+    the file, the override or the option that gave the bad value)."""
+    given = [*(overrides or []), *(o for o in options if o is not None)]
     try:
-        return config_mod.load(target, overrides or [])
+        return config_mod.load(target, given)
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}")
+        console.print(f"[red]config error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
+def _option(flag: str, key: str, value: Any) -> Override | None:
+    """The option ``flag`` setting config ``key``, or None when it was not given."""
+    return None if value is None or value == [] else config_mod.option(flag, key, value)
+
+
+def _fail(err: Exception) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
     raise typer.Exit(1) from None
+
+
+def _command_line(*words: str | Path, **options: str | list[str] | bool | None) -> str:
+    """A shell command line: ``attnless`` + ``words`` + the given ``options`` (``set_`` is
+    ``--set``; a list repeats its option; True is a flag)."""
+    out = ["attnless", *map(str, words)]
+    for name, value in options.items():
+        flag = "--" + name.rstrip("_").replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value:
+            for item in value if isinstance(value, list) else [value]:
+                out += [flag, str(item)]
+    return shlex.join(out)
+
+
+def _interrupted(kept: str, resume: str) -> NoReturn:
+    """Ctrl-C: say what was kept and how to resume (main process only), and exit 130."""
+    if _is_main_process():
+        console.print(f"[yellow]interrupted:[/yellow] {escape(kept)}", soft_wrap=True)
+        console.print(f"resume with: {resume}", soft_wrap=True, markup=False, highlight=False)
+    raise typer.Exit(130) from None
 
 
 def _print_record(title: str, record: dict[str, Any]) -> None:
@@ -108,12 +140,29 @@ def train(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> No
         cfg.train.progress = False
     try:
         summary = run_train(cfg, progress=not quiet)
-    except TrainingDiverged as err:
+    except (TrainingDiverged, ValueError, OSError) as err:
         _fail(err)
-    except (ValueError, OSError) as err:
-        _fail(err)
+    except KeyboardInterrupt:
+        _interrupted(_kept_checkpoint(cfg), _command_line("train", config, set_=set_, quiet=quiet))
     if _is_main_process():
         _print_record("training finished", summary)
+
+
+def _kept_checkpoint(cfg: Config) -> str:
+    """What an interrupted ``train`` leaves: the last checkpoint and its position."""
+    from attnless.checkpoint import load
+
+    last = cfg.run_dir() / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return f"no checkpoint was written yet ({last} does not exist); training starts over"
+    try:
+        state = load(last)["state"]
+    except (ValueError, OSError, KeyError) as err:  # pragma: no cover - written atomically
+        return f"{last} is kept but cannot be read ({err})"
+    return (
+        f"kept {last} (step {state['step']}, {state['epoch']} of {cfg.train.epochs} epochs "
+        "done); the steps after it are redone when training resumes"
+    )
 
 
 ReplaceOpt = Annotated[
@@ -144,15 +193,21 @@ def distill(
     from attnless.distill import distill as run_distill
 
     _setup_logging(quiet)
-    cfg = load_config(config, set_)
-    if replace:
-        cfg.distill.replace = replace
-    if layers is not None:
-        cfg.distill.layers = layers
+    cfg = load_config(
+        config,
+        set_,
+        _option("--replace", "distill.replace", replace),
+        _option("--layers", "distill.layers", layers),
+    )
     try:
         summary = run_distill(cfg, progress=not quiet)
     except (ValueError, OSError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        resume = _command_line(
+            "distill", config, set_=set_, replace=replace, layers=layers, quiet=quiet
+        )
+        _interrupted(_kept_students(cfg), resume)
     if not _is_main_process():
         return
     table = Table(title=f"students in {summary['run_dir']}")
@@ -162,6 +217,29 @@ def distill(
         row = [key, str(info["epoch"]), str(info["step"]), f"{info['params']:,}"]
         table.add_row(*row, f"{info['valid_mse']:.4g}")
     Console().print(table)
+
+
+def _kept_students(cfg: Config) -> str:
+    """What an interrupted ``distill`` leaves: the student checkpoints (each written at an epoch
+    end) and which of them finished ``distill.epochs``."""
+    from attnless.runs import read_metrics
+
+    folder = cfg.run_dir() / "students"
+    paths = sorted(folder.glob("*/*/layer*.pt"))
+    if not paths:
+        return f"no student checkpoint was written yet (under {folder}); distillation starts over"
+    epochs: dict[str, int] = {}
+    for record in read_metrics(folder / "metrics.jsonl"):
+        if record.get("kind") == "distill_epoch":
+            epochs[record["student"]] = record["epoch"]
+    # <site>/<method>-<size>/layer<i>.pt is the student <site>.<method>-<size>.<i>
+    keys = [f"{p.parent.parent.name}.{p.parent.name}.{p.stem.removeprefix('layer')}" for p in paths]
+    finished = [key for key in keys if epochs.get(key, 0) >= cfg.distill.epochs]
+    names = ", ".join(str(p.relative_to(folder)) for p in paths)
+    return (
+        f"kept {len(paths)} student checkpoints under {folder} ({names}), each as of its last "
+        f"finished epoch; {len(finished)} of them finished all {cfg.distill.epochs} epochs"
+    )
 
 
 @app.command()
@@ -188,19 +266,18 @@ def evaluate(
     from attnless.evaluate import evaluate as run_evaluate
 
     _setup_logging(quiet)
-    cfg = load_config(config, set_)
-    if beam is not None:
-        cfg.decode.beam = beam
-    if checkpoint is not None:
-        cfg.eval.checkpoint = checkpoint
-    if replace:
-        cfg.eval.replace = replace
-    if layers is not None:
-        cfg.eval.layers = layers
-    if finetune_epochs is not None:
-        cfg.eval.finetune_epochs = finetune_epochs
+    cfg = load_config(
+        config,
+        set_,
+        _option("--replace", "eval.replace", replace),
+        _option("--layers", "eval.layers", layers),
+        _option("--split", "eval.splits", split),
+        _option("--beam", "decode.beam", beam),
+        _option("--checkpoint", "eval.checkpoint", checkpoint),
+        _option("--finetune-epochs", "eval.finetune_epochs", finetune_epochs),
+    )
     try:
-        results = run_evaluate(cfg, split or None, progress=not quiet)
+        results = run_evaluate(cfg, progress=not quiet)
     except (ValueError, OSError) as err:
         _fail(err)
     for result in results:
@@ -223,31 +300,66 @@ def translate(
     ] = None,
     beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
     checkpoint: Annotated[str, typer.Option(help="best, last or average.")] = "best",
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at a line longer than model.max_positions (default: leave its "
+            "translation empty, warn, and translate the rest).",
+        ),
+    ] = False,
 ) -> None:
-    """Translate raw source sentences, one per line, with the trained teacher."""
+    """Translate raw source sentences, one per line (only a newline ends a line), with the
+    trained teacher: exactly one output line per input line."""
     from attnless import hardware
+    from attnless.data.textio import read_input_lines
     from attnless.data.tokenizer import Tokenizer
     from attnless.evaluate import translate_lines
+    from attnless.prepare import check_compatible
     from attnless.runs import write_text
     from attnless.train import load_model
 
     _setup_logging(True)
-    cfg = load_config(config, set_)
-    if beam is not None:
-        cfg.decode.beam = beam
+    cfg = load_config(
+        config,
+        set_,
+        _option("--beam", "decode.beam", beam),
+        _option("--checkpoint", "eval.checkpoint", checkpoint),
+    )
+    source = str(input_file) if input_file else "standard input"
     try:
-        lines = input_file.read_text(encoding="utf-8") if input_file else sys.stdin.read()
+        lines = read_input_lines(input_file)
+        check_compatible(cfg.run_dir(), cfg)
         device = hardware.resolve_device(cfg.train.device)
-        model, _ = load_model(cfg.run_dir(), checkpoint, device)
-        hyps, stats = translate_lines(model, Tokenizer.load(cfg.run_dir()), lines.splitlines(), cfg)
-    except (ValueError, OSError, UnicodeDecodeError) as err:
+        model, _ = load_model(cfg.run_dir(), cfg.eval.checkpoint, device)
+        tokenizer = Tokenizer.load(cfg.run_dir())
+        hyps, stats = translate_lines(model, tokenizer, lines, cfg, source=source, strict=strict)
+    except (ValueError, OSError) as err:
         _fail(err)
+    _warn_too_long(source, stats)
     text = "".join(h + "\n" for h in hyps)
     if output_file:
         write_text(output_file, text)
         console.print(json.dumps(stats))
     else:
         sys.stdout.write(text)
+
+
+def _warn_too_long(source: str, stats: dict[str, Any], shown: int = 10) -> None:
+    """Name the input lines ``translate`` could not read (too long), the first ``shown``."""
+    lines = stats["too_long"]
+    if not lines:
+        return
+    listed = ", ".join(map(str, lines[:shown]))
+    if len(lines) > shown:
+        listed += f" and {len(lines) - shown} more"
+    plural = "s" if len(lines) > 1 else ""
+    console.print(
+        f"[yellow]warning:[/yellow] {escape(source)}: line{plural} {listed}: longer than "
+        f"model.max_positions ({stats['max_positions']} subword tokens), left empty in the "
+        f"output; the other {stats['sentences']} lines are translated (--strict stops instead)",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -298,7 +410,7 @@ def sweep(
         loaded = load_spec(spec, preset, set_ or [])
         runner = Sweep(loaded, out, runs, parse_shard(shard), progress=not quiet, only=only)
     except ConfigError as err:
-        console.print(f"[red]spec error:[/red] {err}", soft_wrap=True)
+        console.print(f"[red]spec error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if dry_run:
         typer.echo(runner.dry_run())
@@ -307,6 +419,17 @@ def sweep(
         counts = runner.run()
     except (ValueError, OSError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        done = len(runner.done_ids() & {c.id for c in runner.mine})
+        kept = (
+            f"{done} of {len(runner.mine)} cells are finished (their lines are in "
+            f"{runner.results_path}); trained teachers and distilled students are kept under "
+            f"{runner.runs} and are reused, an interrupted one resuming from its last checkpoint"
+        )
+        resume = _command_line(
+            "sweep", spec, preset=preset, set_=set_, shard=shard, out=out, runs=runs, quiet=quiet
+        )
+        _interrupted(kept, resume)
     console.print(
         f"sweep {runner.spec.name}: {counts['evaluated']} cells run, {counts['skipped']} were "
         f"finished, {counts['busy']} busy elsewhere; results in {runner.results_path}"

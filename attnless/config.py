@@ -2,16 +2,21 @@
 
 A config file is a YAML mapping whose top-level keys are the sections below (plus ``name``,
 ``seed`` and ``run_root``). Every key is optional; missing keys take the defaults here, which
-are the paper's teacher hyperparameters (paper-spec.md §1). Unknown keys and ill-typed values
-are rejected with an error that names the file, the key and what was expected.
+are the paper's teacher hyperparameters (paper-spec.md §1). Unknown keys, ill-typed values and
+numbers out of range (``RANGES``) are rejected with an error that names the key, the value and
+what was expected, and where the value came from: the file, or the ``--set`` override or
+command-line option that gave it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,19 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
+    """A configuration value is missing, unknown, of the wrong type or out of range.
+
+    ``keys`` are the dotted keys the error is about (used to name the override that set them).
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+def _error(key: str, text: str, *others: str) -> ConfigError:
+    """``ConfigError("key: text")`` about ``key`` (and ``others``)."""
+    return ConfigError(f"{key}: {text}", (key, *others))
 
 
 @dataclass
@@ -155,10 +172,99 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
 
+CHECKPOINTS = ("best", "last", "average")
+SPLITS = ("valid", "test")  # the splits evaluate scores
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": ("multi30k", "iwslt2017", "text"),
     "tokenizer.model_type": ("bpe", "unigram"),
     "train.precision": ("auto", "bf16", "fp32"),
+    "distill.teacher_checkpoint": CHECKPOINTS,
+    "eval.checkpoint": CHECKPOINTS,
+}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric setting: ``low``..``high`` (None: unbounded), each end
+    included unless ``open_low`` / ``open_high``; ``text`` describes it in errors instead of the
+    bounds. NaN and infinities are never allowed."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    text: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def describe(self) -> str:
+        if self.text:
+            return self.text
+        if self.high is None:
+            return f"greater than {self.low:g}" if self.open_low else f"at least {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+COUNT = Range(1, text="positive")  # integers
+NONNEGATIVE = Range(0)
+POSITIVE = Range(0, open_low=True)
+FRACTION = Range(0, 1, open_high=True)  # probabilities (dropout, smoothing), Adam's betas
+
+# Every numeric setting, checked by ``validate`` (a null optional value is not checked; a tuple
+# is checked item by item).
+RANGES: dict[str, Range] = {
+    "seed": NONNEGATIVE,
+    "data.train_subset": COUNT,
+    "data.eval_subset": COUNT,
+    "data.max_len": COUNT,
+    "tokenizer.vocab_size": Range(5),  # ids 0-3 are pad, unk, bos, eos
+    "tokenizer.character_coverage": Range(0, 1, open_low=True),
+    "tokenizer.max_sentences": COUNT,
+    "model.d_model": COUNT,
+    "model.heads": COUNT,
+    "model.encoder_layers": COUNT,
+    "model.decoder_layers": COUNT,
+    "model.ffn_dim": COUNT,
+    "model.dropout": FRACTION,
+    "model.attention_dropout": FRACTION,
+    "model.max_positions": COUNT,
+    "train.epochs": COUNT,
+    "train.max_steps": COUNT,
+    "train.max_tokens": COUNT,
+    "train.accumulate": COUNT,
+    "train.lr_scale": POSITIVE,
+    "train.warmup": COUNT,
+    "train.betas": FRACTION,
+    "train.eps": POSITIVE,
+    "train.weight_decay": NONNEGATIVE,
+    "train.clip_norm": NONNEGATIVE,
+    "train.label_smoothing": FRACTION,
+    "train.threads": COUNT,
+    "train.log_every": COUNT,
+    "train.save_every": NONNEGATIVE,
+    "train.average_last": NONNEGATIVE,
+    "decode.beam": COUNT,
+    "decode.length_penalty": NONNEGATIVE,
+    "decode.max_len_a": NONNEGATIVE,
+    "decode.max_len_b": NONNEGATIVE,
+    "decode.batch_tokens": COUNT,
+    "distill.n": COUNT,
+    "distill.epochs": COUNT,
+    "distill.max_steps": COUNT,
+    "distill.batch_size": COUNT,
+    "distill.accumulate": COUNT,
+    "distill.lr": POSITIVE,
+    "distill.betas": FRACTION,
+    "distill.eps": POSITIVE,
+    "distill.log_every": COUNT,
+    "eval.finetune_epochs": NONNEGATIVE,
 }
 
 
@@ -196,24 +302,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, arg, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: unexpected null")
+                errors.append(err)
+        raise errors[0] if errors else _error(where, "unexpected null")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _error(where, f"expected a mapping, got {value!r}")
         return _build(tp, value, where)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _error(where, f"expected a mapping, got {value!r}")
         return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _error(where, f"expected a list, got {value!r}")
         if origin is tuple:
             if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+                raise _error(where, f"expected {len(args)} values, got {value!r}")
             return tuple(
                 _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
             )
@@ -223,11 +329,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise _error(where, f"expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise _error(where, f"expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -236,14 +342,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise _error(where, f"expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # e.g. layers: 2, name: 2024
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+        raise _error(where, f"expected a string, got {value!r}")
+    raise _error(where, f"unsupported type {_type_name(tp)}")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -251,10 +357,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s}; expected one of: {', '.join(names)}"
-        )
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        raise ConfigError(f"unknown key {key}; expected one of: {', '.join(names)}", (key,))
     kwargs = {}
     for key, value in values.items():
         path = f"{where}.{key}" if where else key
@@ -262,52 +366,114 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def _get(cfg: Config, key: str) -> Any:
+    """The value of a dotted key (``train.epochs``)."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_range(key: str, value: Any) -> None:
+    """Raise ConfigError unless the numeric ``value`` of ``key`` is in ``RANGES[key]`` (None
+    passes: an optional setting left out; a tuple is checked item by item)."""
+    if value is None:
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    allowed = RANGES[key]
+    for i, item in enumerate(items):
+        if item not in allowed:
+            where = f"{key}[{i}]" if isinstance(value, tuple) else key
+            raise _error(where, f"must be {allowed.describe()}, got {item!r}", key)
+
+
+LAYER_PART = re.compile(r"(\d+)(?:-(\d+))?")
+
+
+def layer_indices(text: str, where: str = "layers") -> list[int] | None:
+    """The layers named by a ``layers`` setting: None for ``all``, else the sorted indices of
+    ranges and single layers, e.g. ``0-2,5`` -> [0, 1, 2, 5]. An empty or reversed range is an
+    error that names ``where`` and the value."""
+    text = str(text).replace(" ", "")
+    if text == "all":
+        return None
+    layers: set[int] = set()
+    for part in text.split(","):
+        match = LAYER_PART.fullmatch(part)
+        if not match:
+            raise ConfigError(f"{where} {text!r}: expected all, 0-5 or 0,2,4", (where,))
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first:
+            raise ConfigError(
+                f"{where} {text!r}: the range {part} is reversed and names no layer; write the "
+                f"lower layer first ({last}-{first})",
+                (where,),
+            )
+        layers.update(range(first, last + 1))
+    return sorted(layers)
+
+
 def validate(cfg: Config) -> Config:
-    """Check cross-field constraints; raise ConfigError naming the offending key."""
+    """Check choices, ranges and cross-field constraints; raise ConfigError naming the key."""
     for key, choices in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = _get(cfg, key)
         if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    positive = {
-        "model.d_model": cfg.model.d_model,
-        "model.heads": cfg.model.heads,
-        "model.ffn_dim": cfg.model.ffn_dim,
-        "tokenizer.vocab_size": cfg.tokenizer.vocab_size,
-        "train.max_tokens": cfg.train.max_tokens,
-        "train.warmup": cfg.train.warmup,
-        "data.max_len": cfg.data.max_len,
-        "decode.beam": cfg.decode.beam,
-        "distill.n": cfg.distill.n,
-        "distill.batch_size": cfg.distill.batch_size,
-        "train.accumulate": cfg.train.accumulate,
-        "distill.accumulate": cfg.distill.accumulate,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be positive, got {value}")
+            raise _error(key, f"{value!r} is not one of {', '.join(choices)}")
+    for key in RANGES:
+        check_range(key, _get(cfg, key))
+    for key in ("distill.layers", "eval.layers"):
+        layer_indices(_get(cfg, key), key)
+    if not cfg.eval.splits:
+        raise _error("eval.splits", f"empty; expected one or more of {', '.join(SPLITS)}")
+    for split in cfg.eval.splits:
+        if split not in SPLITS:
+            raise _error("eval.splits", f"{split!r} is not one of {', '.join(SPLITS)}")
     if cfg.model.d_model % cfg.model.heads:
-        raise ConfigError(
-            f"model.d_model ({cfg.model.d_model}) must be divisible by model.heads "
-            f"({cfg.model.heads})"
+        raise _error(
+            "model.d_model",
+            f"{cfg.model.d_model} must be divisible by model.heads ({cfg.model.heads})",
+            "model.heads",
+        )
+    if cfg.model.max_positions <= cfg.data.max_len:
+        raise _error(
+            "model.max_positions",
+            f"{cfg.model.max_positions} must exceed data.max_len ({cfg.data.max_len}): the "
+            "decoder reads BOS plus up to data.max_len target tokens",
+            "data.max_len",
         )
     if cfg.data.src == cfg.data.tgt:
-        raise ConfigError(f"data.src and data.tgt are both {cfg.data.src!r}")
+        both = ("data.src", "data.tgt")
+        raise ConfigError(f"data.src and data.tgt are both {cfg.data.src!r}", both)
     if cfg.data.corpus == "text":
         if "train" not in cfg.data.files:
-            raise ConfigError("data.files.train: the text corpus needs train files (src, tgt)")
+            raise _error("data.files.train", "the text corpus needs train files (src, tgt)")
         for split, files in cfg.data.files.items():
             if not files.src or not files.tgt:
-                raise ConfigError(f"data.files.{split}: both src and tgt paths are required")
+                raise _error(f"data.files.{split}", "both src and tgt paths are required")
     return cfg
 
 
-def from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
-    """Build a validated Config from a plain mapping; errors mention ``source``."""
-    try:
-        return validate(_build(Config, values or {}, ""))
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+@dataclass(frozen=True)
+class Override:
+    """A value given on the command line: ``label`` is how it was written (``--set
+    train.epochs=3``, ``--beam 4``), ``path`` the config key it sets."""
+
+    label: str
+    path: tuple[str, ...]
+    value: Any
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+    def concerns(self, key: str) -> bool:
+        """Whether an error about ``key`` (``train.betas[0]``, ``data.files.train``) is about
+        the value this override set."""
+        return any(
+            a == b or a.startswith(f"{b}.") or a.startswith(f"{b}[")
+            for a, b in ((key, self.key), (self.key, key))
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -325,21 +491,47 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def option(flag: str, key: str, value: Any) -> Override:
+    """A command-line option that sets ``key``, e.g. ``option("--beam", "decode.beam", 4)``;
+    errors about its value name the option (``--beam 0: ...``)."""
+    values = value if isinstance(value, list) else [value]
+    return Override(" ".join(f"{flag} {v}" for v in values), tuple(key.split(".")), value)
+
+
+def _as_override(item: str | Override) -> Override:
+    if isinstance(item, Override):
+        return item
+    path, value = parse_override(item)
+    return Override(f"--set {item}", tuple(path), value)
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str | Override]) -> dict[str, Any]:
     """Return a copy of ``values`` with every ``section.key=value`` override applied."""
     out = _to_plain(values or {})
-    for text in overrides:
-        path, value = parse_override(text)
+    for item in map(_as_override, overrides):
         node = out
-        for part in path[:-1]:
+        for part in item.path[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: {part} is not a section")
+                raise ConfigError(f"{item.label}: {part} is not a section")
             node = child
-        node[path[-1]] = value
+        node[item.path[-1]] = item.value
     return out
+
+
+def from_dict(
+    values: dict[str, Any], source: str = "<dict>", overrides: Sequence[str | Override] = ()
+) -> Config:
+    """Build a validated Config from a plain mapping with ``overrides`` applied. An error names
+    where the offending value came from: the last override that set it, else ``source``."""
+    items = [_as_override(o) for o in overrides]
+    try:
+        return validate(_build(Config, apply_overrides(values, items), ""))
+    except ConfigError as err:
+        culprit = next((o for o in reversed(items) if any(map(o.concerns, err.keys))), None)
+        raise ConfigError(f"{culprit.label if culprit else source}: {err}", err.keys) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -358,8 +550,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config file, or the config of a run folder, and apply ``--set`` overrides.
+def load(path: str | Path, overrides: Sequence[str | Override] | None = None) -> Config:
+    """Load a YAML config file, or the config of a run folder, and apply the overrides
+    (``section.key=value`` texts of ``--set``, or :func:`option` values).
 
     A run folder's config is bound to that folder (``dir``), wherever the folder now lives.
     """
@@ -370,9 +563,8 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
             raise ConfigError(f"{path}: a folder without config.yaml is not a run folder")
         values = read_yaml(saved)
         values["dir"] = str(path)
-        return from_dict(apply_overrides(values, overrides or []), str(saved))
-    values = apply_overrides(read_yaml(path), overrides or [])
-    return from_dict(values, str(path))
+        return from_dict(values, str(saved), overrides or [])
+    return from_dict(read_yaml(path), str(path), overrides or [])
 
 
 def dump(cfg: Config) -> str:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from attnless import checkpoint, distributed, hardware
-from attnless.config import Config, ConfigError
+from attnless.config import Config, ConfigError, layer_indices
 from attnless.data.batching import Batch, Examples, collate, sentence_batches
 from attnless.model import count_parameters
 from attnless.model.sites import (
@@ -80,23 +80,18 @@ class StudentSpec:
 
 def parse_layers(text: str, count: int) -> list[int]:
     """``all``, ``0-5`` or ``0,2,4`` -> sorted layer indices, checked against ``count``."""
-    text = str(text).strip()
-    if text == "all":
-        return list(range(count))
-    layers: set[int] = set()
     try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi or lo)
-            layers.update(range(first, last + 1))
-    except ValueError:
-        raise ReplacementError(f"layers {text!r}: expected all, 0-5 or 0,2,4") from None
-    bad = sorted(i for i in layers if not 0 <= i < count)
+        layers = layer_indices(text)  # an empty or reversed range is an error
+    except ConfigError as err:
+        raise ReplacementError(str(err)) from None
+    if layers is None:
+        return list(range(count))
+    bad = [i for i in layers if not 0 <= i < count]
     if bad:
         raise ReplacementError(
             f"layer {bad[0]} is out of range: the teacher has {count} layers (0-{count - 1})"
         )
-    return sorted(layers)
+    return layers
 
 
 def parse_replace(text: str) -> tuple[str, str, list[str]]:

@@ -24,6 +24,7 @@ from attnless import hardware
 from attnless.config import Config, DecodeConfig
 from attnless.data import ParallelText, load_split
 from attnless.data.tokenizer import Tokenizer
+from attnless.prepare import check_compatible
 from attnless.runs import read_json, versions, write_json, write_text
 
 TEACHER = "teacher"
@@ -50,6 +51,18 @@ def score(hypotheses: list[str], references: list[str], chrf: bool = True) -> di
 def decode_tag(cfg: DecodeConfig) -> str:
     """A short name for decoding settings, used in file names: ``greedy`` or ``beam4-lp1.0``."""
     return "greedy" if cfg.beam == 1 else f"beam{cfg.beam}-lp{cfg.length_penalty:g}"
+
+
+def output_tag(cfg: Config, split: str) -> str:
+    """The file name stem of a split's hypotheses and scores: the split (``test``, or the test
+    set ``data.test_set`` names instead of the default), ``.first<N>`` when ``data.eval_subset``
+    keeps only the first N pairs, then :func:`decode_tag`: ``test.greedy``,
+    ``test_2017_mscoco.first100.beam4-lp1.0``. Scores of different test sets, subsets or
+    decoding settings never overwrite each other."""
+    name = cfg.data.test_set if split == "test" else split
+    if cfg.data.eval_subset is not None:
+        name += f".first{cfg.data.eval_subset}"
+    return f"{name}.{decode_tag(cfg.decode)}"
 
 
 def translate_ids(
@@ -83,10 +96,33 @@ def translate_lines(
     lines: list[str],
     cfg: Config,
     progress: bool = False,
+    source: str = "input",
+    strict: bool = False,
 ) -> tuple[list[str], dict[str, Any]]:
-    """Translate raw source lines; returns detokenized hypotheses and decoding statistics."""
-    hyp_ids, seconds = translate_ids(model, tokenizer.encode_src(lines), cfg, progress)
-    return tokenizer.decode_tgt(hyp_ids), _speed(len(lines), hyp_ids, seconds)
+    """Translate raw source lines: exactly one detokenized hypothesis per line, and decoding
+    statistics.
+
+    A line longer (in subword tokens) than the model's ``model.max_positions`` cannot be read:
+    with ``strict`` that is an error naming ``source`` and the line; otherwise its hypothesis is
+    empty, the rest is translated, and ``stats["too_long"]`` lists the line numbers (from 1).
+    """
+    src_ids = tokenizer.encode_src(lines)
+    limit = model.encoder.embed.positions.size(0)
+    too_long = [i for i, ids in enumerate(src_ids) if len(ids) > limit]
+    if too_long and strict:
+        first = too_long[0]
+        raise ValueError(
+            f"{source}: line {first + 1}: {len(src_ids[first])} subword tokens, more than "
+            f"model.max_positions ({limit}); nothing was translated. Split or shorten the line"
+        )
+    inside = [i for i, ids in enumerate(src_ids) if len(ids) <= limit]
+    hyp_in, seconds = translate_ids(model, [src_ids[i] for i in inside], cfg, progress)
+    hyp_ids: list[list[int]] = [[] for _ in src_ids]
+    for i, hyp in zip(inside, hyp_in):
+        hyp_ids[i] = hyp
+    stats = _speed(len(inside), hyp_in, seconds)
+    stats.update(too_long=[i + 1 for i in too_long], max_positions=limit)
+    return tokenizer.decode_tgt(hyp_ids), stats
 
 
 def _speed(sentences: int, hyp_ids: list[list[int]], seconds: float) -> dict[str, Any]:
@@ -99,7 +135,7 @@ def _speed(sentences: int, hyp_ids: list[list[int]], seconds: float) -> dict[str
 
 
 def _write(out_dir: Path, split: str, cfg: Config, hyps: list[str], result: dict) -> dict:
-    tag = f"{split}.{decode_tag(cfg.decode)}"
+    tag = output_tag(cfg, split)
     result["versions"] = versions()
     write_text(out_dir / f"{tag}.hyp.txt", "".join(h + "\n" for h in hyps))
     write_json(out_dir / f"{tag}.scores.json", result)
@@ -146,7 +182,7 @@ def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> 
     """The teacher's scores on ``split`` with the current decoding settings (computed once)."""
     text = load_split(cfg.data, split)
     folder = cfg.run_dir() / "eval" / teacher_variant(checkpoint)
-    path = folder / f"{split}.{decode_tag(cfg.decode)}.scores.json"
+    path = folder / f"{output_tag(cfg, split)}.scores.json"
     saved = read_json(path)
     same = saved and (
         saved.get("checkpoint") == checkpoint
@@ -224,7 +260,10 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
 def evaluate(
     cfg: Config, splits: list[str] | None = None, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Score the teacher of ``cfg``'s run folder, or, with ``eval.replace``, the hybrid."""
+    """Score the teacher of ``cfg``'s run folder, or, with ``eval.replace``, the hybrid.
+
+    Settings that contradict the run folder's (data, tokenizer, model, seed) are an error."""
+    check_compatible(cfg.run_dir(), cfg)
     splits = splits or cfg.eval.splits
     device = hardware.resolve_device(cfg.train.device)
     if device.type == "cpu":

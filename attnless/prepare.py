@@ -9,6 +9,7 @@ extended.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,17 @@ from typing import Any
 
 from attnless import config as config_mod
 from attnless.config import Config, ConfigError
-from attnless.data import ParallelText, load_split
+from attnless.data import ParallelText, describe_source, load_split
 from attnless.data.batching import Examples, length_filter
-from attnless.data.tokenizer import Tokenizer, train_tokenizer
+from attnless.data.errors import DataError
+from attnless.data.tokenizer import (
+    RECORD_FILE,
+    Tokenizer,
+    fingerprint,
+    record_fingerprint,
+    recorded_fingerprint,
+    train_tokenizer,
+)
 from attnless.runs import read_json, versions, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -83,31 +92,92 @@ def check_compatible(run_dir: Path, cfg: Config) -> None:
         )
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("*.pt"))
+
+
+def _tokenizer(run_dir: Path, train_text: ParallelText, cfg: Config) -> tuple[Tokenizer, str]:
+    """The run folder's tokenizer, provided it was trained on ``train_text`` with these settings
+    (the fingerprint recorded beside it); else a new one, trained now. Returns it and the
+    fingerprint, which is left unrecorded for a new tokenizer (the caller records it once the
+    data has been checked)."""
+    wanted = fingerprint(train_text, cfg.tokenizer, cfg.seed)
+    try:
+        tokenizer = Tokenizer.load(run_dir)
+    except ValueError:
+        tokenizer = None
+    if tokenizer is not None:
+        recorded = recorded_fingerprint(run_dir)
+        if recorded == wanted:
+            return tokenizer, ""
+        checkpoints = _checkpoints(run_dir)
+        if recorded is None and checkpoints:  # a run folder from before fingerprints
+            log.info("%s: recording the fingerprint of its tokenizer's data", run_dir)
+            record_fingerprint(tokenizer, wanted, train_text.name)
+            return tokenizer, ""
+        names = ", ".join(str(p) for p in tokenizer.files)
+        if checkpoints:
+            raise DataError(
+                f"{names}: trained on other data than the training split {train_text.name} now "
+                f"holds (its files changed since), and the checkpoints in "
+                f"{run_dir / 'checkpoints'} were trained with this tokenizer; restore the "
+                "training data it was trained on, or start another run (--set name=...)"
+            )
+        log.warning("%s: not trained on this data (or left by a failed prepare); retraining", names)
+    (run_dir / RECORD_FILE).unlink(missing_ok=True)  # nothing vouches for the old files
+    return train_tokenizer(train_text, cfg.tokenizer, run_dir, cfg.seed), wanted
+
+
+def _filter_train(cfg: Config, tokenizer: Tokenizer, text: ParallelText) -> tuple[Examples, dict]:
+    """The training pairs kept by ``data.max_len`` and the counts dropped; an error (with the
+    right advice) when none is left."""
+    train, empty, long = length_filter(encode(tokenizer, text), cfg.data.max_len)
+    if not len(train):
+        where = describe_source(cfg.data, "train")
+        if not long:
+            advice = f"every pair has an empty (blank) source or target line; check {where}"
+        elif not empty:
+            advice = f"every pair is longer than data.max_len={cfg.data.max_len}; raise it"
+        else:
+            advice = (
+                f"{empty} have an empty (blank) source or target line and {long} are longer "
+                f"than data.max_len={cfg.data.max_len}; check {where} or raise data.max_len"
+            )
+        raise ConfigError(f"{text.name}: no usable training pair among {len(text)}: {advice}")
+    counts = {"train_pairs_dropped_empty": empty, "train_pairs_dropped_over_max_len": long}
+    return train, counts
+
+
 def prepare(cfg: Config, record: bool = True) -> Prepared:
     """Create or reuse the run folder of ``cfg``; return the tokenizer and encoded data.
 
     ``record`` writes ``cfg`` as the run folder's config.yaml (prepare and train do; distill and
-    evaluate, whose settings belong to their own outputs, do not)."""
+    evaluate, whose settings belong to their own outputs, do not). A prepare that fails leaves
+    no tokenizer it trained behind."""
     run_dir = cfg.run_dir()
     check_compatible(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     train_text = load_split(cfg.data, "train")
     valid_text = load_split(cfg.data, "valid")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer, new_fingerprint = _tokenizer(run_dir, train_text, cfg)
     try:
-        tokenizer = Tokenizer.load(run_dir)
-    except ValueError:
-        tokenizer = train_tokenizer(train_text, cfg.tokenizer, run_dir, cfg.seed)
-    train, dropped = length_filter(encode(tokenizer, train_text), cfg.data.max_len)
-    if not len(train):
-        raise ConfigError(
-            f"data.max_len={cfg.data.max_len}: every one of the {len(train_text)} training pairs "
-            f"of {train_text.name} is longer; raise data.max_len"
-        )
-    valid = encode(tokenizer, valid_text)
+        train, dropped = _filter_train(cfg, tokenizer, train_text)
+        valid = encode(tokenizer, valid_text)
+    except BaseException:
+        if new_fingerprint:
+            for path in tokenizer.files:
+                path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty
+        raise
+    if new_fingerprint:
+        record_fingerprint(tokenizer, new_fingerprint, train_text.name)
     stats = {
         "train_pairs": len(train_text),
         "train_pairs_kept": len(train),
-        "train_pairs_dropped_over_max_len": dropped,
+        **dropped,
         "max_len": cfg.data.max_len,
         "valid_pairs": len(valid),
         "src_vocab": tokenizer.src_vocab_size,
@@ -117,9 +187,11 @@ def prepare(cfg: Config, record: bool = True) -> Prepared:
         "sources": {"train": train_text.name, "valid": valid_text.name},
     }
     log.info(
-        "dropped %d of %d training pairs longer than %d tokens",
-        dropped,
+        "dropped %d of %d training pairs: %d with an empty side, %d longer than %d tokens",
+        len(train_text) - len(train),
         len(train_text),
+        dropped["train_pairs_dropped_empty"],
+        dropped["train_pairs_dropped_over_max_len"],
         cfg.data.max_len,
     )
     if record or not (run_dir / "config.yaml").exists():

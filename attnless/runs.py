@@ -91,6 +91,36 @@ def read_jsonl(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
     return records
 
 
+def _metric_key(record: dict[str, Any]) -> tuple | None:
+    """What identifies a metrics record: its kind, student (distillation) and step; None for
+    records without a step, which are all kept."""
+    if "step" not in record:
+        return None
+    return record.get("kind"), record.get("student"), record["step"]
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (training or distillation), each step once.
+
+    A run killed between checkpoints replays the steps after its last checkpoint when it
+    resumes, logging them again; the record logged last for a (kind, student, step) wins and
+    stands where it was logged, so the records stay in training order. Reports and plots read
+    metrics with this function."""
+    records = read_jsonl(path)
+    last = {key: i for i, key in enumerate(map(_metric_key, records)) if key is not None}
+    return [r for i, r in enumerate(records) if last.get(_metric_key(r), i) == i]
+
+
+def drop_metrics_after(path: str | Path, step: int) -> None:
+    """Remove the records of steps after ``step`` from a ``metrics.jsonl`` (atomically): a run
+    resumed from a checkpoint at ``step`` will log those steps again."""
+    path = Path(path)
+    records = read_jsonl(path)
+    kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+    if len(kept) < len(records):
+        write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, the platform and the packages a result depends on."""
     from importlib import metadata

@@ -45,7 +45,7 @@ from attnless.model import Seq2SeqTransformer, build_model, count_parameters
 from attnless.model.loss import linear_smoothed_cross_entropy
 from attnless.prepare import Prepared, prepare
 from attnless.progress import progress_bar
-from attnless.runs import append_jsonl, seed_everything, versions
+from attnless.runs import append_jsonl, drop_metrics_after, seed_everything, versions
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,8 @@ class Trainer:
         train = self.data.train
         if self._finished():
             return self.summary()
+        if ctx.is_main:  # a killed run logged steps after its last checkpoint: they are redone
+            drop_metrics_after(self.metrics_path, state.step)
         self.model.train()
         per_step = self.batches_per_step
         batches_per_epoch = len(epoch_batches(train, cfg.train.max_tokens, cfg.seed, state.epoch))
@@ -485,6 +487,13 @@ def load_model(
     from attnless import config as config_mod
 
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        have = [name for name in config_mod.CHECKPOINTS if path.with_name(f"{name}.pt").is_file()]
+        hint = " (average.pt is written when train.average_last > 0)" if which == "average" else ""
+        raise FileNotFoundError(
+            f"{path}: checkpoint not found{hint}; this run has: "
+            f"{', '.join(have) or 'none (train it first)'}"
+        )
     payload = checkpoint.load(path, device)
     cfg = config_mod.from_dict(payload["config"], str(path))
     state = payload["model"]

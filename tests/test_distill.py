@@ -109,9 +109,9 @@ def test_decoder_students_and_hybrid_evaluation(teacher_run: Config) -> None:
     assert result["teacher_fallback"] == sum(len(s) > 50 for s in sources)
     assert "relative_bleu" in result and result["sentences_per_s"] > 0
     out = cfg.run_dir() / "eval" / result["variant"]
-    hyps = (out / "test.greedy.hyp.txt").read_text().splitlines()
+    hyps = (out / "test.first30.greedy.hyp.txt").read_text().splitlines()
     assert len(hyps) == 30
-    assert (out / "test.greedy.scores.json").is_file()
+    assert (out / "test.first30.greedy.scores.json").is_file()
 
 
 def test_distillation_resumes_where_it_stopped(teacher_run: Config) -> None:
@@ -224,5 +224,5 @@ def test_teacher_checkpoints_keep_separate_scores(teacher_run: Config) -> None:
     (best,) = evaluate(cfg, ["test"], progress=False)
     (last,) = evaluate(_with(cfg, "eval.checkpoint=last"), ["test"], progress=False)
     assert (best["variant"], last["variant"]) == ("teacher", "teacher.last")
-    scores = cfg.run_dir() / "eval" / "teacher" / "test.greedy.scores.json"
+    scores = cfg.run_dir() / "eval" / "teacher" / "test.first30.greedy.scores.json"
     assert read_json(scores)["checkpoint"] == "best"  # not overwritten by the last one

@@ -36,15 +36,19 @@ class Examples:
         return Examples([self.src[i] for i in indices], [self.tgt[i] for i in indices])
 
 
-def length_filter(examples: Examples, max_len: int) -> tuple[Examples, int]:
-    """Keep pairs whose source and target have at most ``max_len`` tokens; return the count
-    dropped. Also drops pairs with an empty side, which carry no training signal."""
-    keep = [
-        i
-        for i, (s, t) in enumerate(zip(examples.src, examples.tgt))
-        if 0 < len(s) <= max_len and 0 < len(t) <= max_len
-    ]
-    return examples.select(keep), len(examples) - len(keep)
+def length_filter(examples: Examples, max_len: int) -> tuple[Examples, int, int]:
+    """Keep pairs whose source and target have 1 to ``max_len`` tokens. Returns them, the number
+    dropped for an empty side (no training signal) and the number dropped as longer than
+    ``max_len``."""
+    keep, empty, long = [], 0, 0
+    for i, (s, t) in enumerate(zip(examples.src, examples.tgt)):
+        if not s or not t:
+            empty += 1
+        elif len(s) > max_len or len(t) > max_len:
+            long += 1
+        else:
+            keep.append(i)
+    return examples.select(keep), empty, long
 
 
 @dataclass

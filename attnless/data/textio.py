@@ -7,6 +7,7 @@ Lines keep their content exactly; only the line terminator ("\\n" or "\\r\\n") i
 from __future__ import annotations
 
 import gzip
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,16 @@ def read_lines(path: str | Path) -> list[str]:
     if not data:
         raise DataError(f"{path}: is empty (0 bytes); expected one segment per line")
     return split_lines(decode_utf8(data, str(path), compressed=path.suffix == ".gz"))
+
+
+def read_input_lines(path: str | Path | None) -> list[str]:
+    """Lines of a UTF-8 text file (plain or ``.gz``), or of standard input when ``path`` is
+    None, split as corpus files are (:func:`split_lines`); an empty input has no lines. Invalid
+    UTF-8 is an error naming the file (or standard input) and the line."""
+    if path is None:
+        return split_lines(decode_utf8(sys.stdin.buffer.read(), "standard input"))
+    path = Path(path)
+    return split_lines(decode_utf8(read_bytes(path), str(path), compressed=path.suffix == ".gz"))
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path, name: str) -> ParallelText:

@@ -3,18 +3,22 @@ decode (detokenize)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from attnless.config import TokenizerConfig
 from attnless.data.errors import DataError
 from attnless.data.textio import ParallelText
-from attnless.runs import atomic_open
+from attnless.runs import atomic_open, read_json, write_json
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 JOINT_FILE = "spm.model"
 SIDE_FILES = {"src": "spm.src.model", "tgt": "spm.tgt.model"}
+RECORD_FILE = "tokenizer.json"  # what the tokenizer beside it was trained on (a fingerprint)
 
 
 def _load_processor(path: Path):
@@ -117,3 +121,34 @@ def train_tokenizer(
         with atomic_open(folder / name, "wb") as handle:
             handle.write(data)
     return Tokenizer.load(folder)
+
+
+def fingerprint(train: ParallelText, cfg: TokenizerConfig, seed: int) -> str:
+    """A hash of everything a tokenizer is trained from: the training text and the settings."""
+    digest = hashlib.sha256()
+    settings = {"tokenizer": dataclasses.asdict(cfg), "seed": seed}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for side in (train.src, train.tgt):  # lines never hold "\n": joining them is unambiguous
+        digest.update(f"\0{len(side)}\0".encode())
+        digest.update("\n".join(side).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def recorded_fingerprint(folder: str | Path) -> str | None:
+    """The fingerprint recorded beside the tokenizer of ``folder``; None if there is none."""
+    path = Path(folder) / RECORD_FILE
+    try:
+        record = read_json(path)
+    except ValueError:  # a corrupt record vouches for nothing
+        return None
+    return record.get("fingerprint") if isinstance(record, dict) else None
+
+
+def record_fingerprint(tokenizer: Tokenizer, value: str, trained_on: str) -> None:
+    """Record (atomically) that the files of ``tokenizer`` were trained from ``value``."""
+    record = {
+        "fingerprint": value,
+        "files": [p.name for p in tokenizer.files],
+        "trained_on": trained_on,
+    }
+    write_json(tokenizer.src_path.parent / RECORD_FILE, record)

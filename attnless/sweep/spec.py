@@ -24,7 +24,6 @@ GRID_EXAMPLES = {
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DIRECTION_RE = re.compile(r"^([a-z]{2,3})-([a-z]{2,3})$")
-LAYERS_RE = re.compile(r"^(all|\d+(-\d+)?(,\d+(-\d+)?)*)$")
 # Keys the sweep sets itself; a --set on them would fight the grid.
 SWEEP_KEYS = (
     "name",
@@ -69,7 +68,9 @@ class Spec:
         return config_mod.apply_overrides(config_mod.read_yaml(self.preset_path), self.overrides)
 
     def base_config(self) -> Config:
-        return config_mod.from_dict(self.base_values(), f"{self.preset_path} (+ --set)")
+        """The preset with the overrides; an error names the override or the preset."""
+        values = config_mod.read_yaml(self.preset_path)
+        return config_mod.from_dict(values, str(self.preset_path), self.overrides)
 
 
 def resolve_preset(preset: str, base_dir: Path | None) -> Path:
@@ -185,8 +186,10 @@ def _normalize_grid(grid: Any, source: str) -> dict[str, list[Any]]:
         elif key == "layers":
             values = [str(v).replace(" ", "") for v in values]
             for v in values:
-                if not LAYERS_RE.match(v):
-                    raise SpecError(f"{where}: {v!r}: expected all, a range 0-5 or a list 0,2,4")
+                try:
+                    config_mod.layer_indices(v, where)
+                except ConfigError as err:
+                    raise SpecError(str(err)) from None
         out[key] = values
     return out
 
