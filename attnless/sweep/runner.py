@@ -187,15 +187,12 @@ class Sweep:
         cell = group[0]
         teacher = self._ensure_teacher(cell)
         lock.release()
-        # one replacement variant at a time (its sizes share the teacher passes), each cell
-        # scored and appended to the ledger as soon as its students exist
-        variants: dict[tuple[str, ...], list[Cell]] = {}
+        # one cell at a time, scored and appended to the ledger as soon as its students exist
+        # (a long run that is stopped keeps every finished cell; sharing the teacher passes
+        # of several cells would save little: a teacher pass costs far less than the students)
         for cell in group:
-            variants.setdefault(cell.replace, []).append(cell)
-        for cells in variants.values():
-            students = self._ensure_students(cells, teacher)
-            for cell in cells:
-                self._evaluate(cell, teacher, students)
+            students = self._ensure_students([cell], teacher)
+            self._evaluate(cell, teacher, students)
 
     # ---------------------------------------------------------------- teacher
 
