@@ -34,7 +34,8 @@ class CostModel:
       decoder + generator params x target tokens) at ``teacher_flops``, plus 3% validation;
     - distillation: per epoch, one teacher forward pass (``2 x params x tokens``) at
       ``forward_flops``; per student, ``6 x its params`` FLOPs per training sentence (the
-      flattened sentence is one input vector) at ``student_flops``, ``vector_seconds`` per
+      flattened sentence is one input vector) times :func:`computed_fraction` (the networks
+      multiply only the positions present) at ``student_flops``, ``vector_seconds`` per
       element of its LayerNorm/bias vectors per sentence (the elementwise work that dominates
       the XS and S students), ``adam_seconds`` per parameter per optimizer step, and a third of
       the per-sentence cost per validation sentence;
@@ -42,14 +43,15 @@ class CostModel:
       teacher of the paper's size (scaled by teacher parameters), per cell and once per teacher;
     - ``step_overhead`` seconds per optimizer step (kernel launches; matters on GPUs).
 
-    CPU rates were measured on a 2-core AMD EPYC (AVX512-BF16, bf16 autocast) on a shared,
-    sometimes busy machine: the paper's teacher trained at 4,170 target tokens/s (9.6e10
-    FLOP/s); students' forward + backward ran at 3e11 FLOP/s (ALR-M, batch 256), their
-    elementwise work at about 1.2 ns per vector element and sentence, Adam (foreach) at 2.1 ns
-    per parameter and step; the teacher's forward pass and greedy decoding (about 200
-    sentences/s on Multi30k) are rounded from runs on the busy machine. Rates are scaled
-    linearly by the number of threads (optimistic beyond a few cores). The GPU rates are
-    assumptions for one H100-class GPU, not measurements.
+    The rates are assumptions, not measurements of the machine running the estimate: the CPU
+    rates are rounded from one 2-core AMD EPYC (AVX512-BF16, bf16 autocast; the paper's
+    teacher trained at 4,170 target tokens/s there, 9.6e10 FLOP/s; students' forward +
+    backward at about 3e11 FLOP/s; elementwise work about 1.2 ns per vector element and
+    sentence; Adam 2.1 ns per parameter and step; greedy decoding about 200 sentences/s on
+    Multi30k) and scaled linearly by the number of threads (optimistic beyond a few cores);
+    an Intel Xeon without fast bf16 runs about 0.8x these, an AMD Zen 3 without AVX512 about
+    0.45x. The GPU rates are assumptions for one H100-class GPU. Compare an estimate with the
+    measured wall times a sweep records in its results before planning long runs.
     """
 
     device: str
@@ -123,6 +125,15 @@ def corpus_sizes(cfg: Config, run_dir: Path | None = None) -> dict[str, float]:
     return sizes
 
 
+def computed_fraction(sizes: dict[str, float], n: int, site: str) -> float:
+    """The share of a fixed-length network's weights a distillation step multiplies: the
+    networks compute only the positions of each batch's longest sentence (exact length
+    truncation), and length-sorted batches have a longest sentence about 1.1x their mean
+    length (Multi30k, batches of 256: 33% of n = 50)."""
+    tokens = sizes["src"] if site == "encoder.self" else (sizes["src"] + sizes["tgt"]) / 2
+    return min(1.0, 1.1 * tokens / max(n, 1))
+
+
 class Estimator:
     """Estimated seconds of teachers, student families and cell evaluations."""
 
@@ -179,7 +190,10 @@ class Estimator:
         s = corpus_sizes(cfg, run_dir)
         m = cfg.model
         params, vectors = student_shape(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
-        per_sentence = 6 * params / self.model.student_flops + vectors * self.model.vector_seconds
+        computed = computed_fraction(s, cfg.distill.n, site)
+        per_sentence = (
+            6 * params * computed / self.model.student_flops + vectors * self.model.vector_seconds
+        )
         epochs = self._distill_epochs(cfg, s["train"])
         valid = s["valid"] if cfg.distill.validate_every_epoch else 0
         steps = epochs * math.ceil(s["train"] / cfg.distill.batch_size) * layers
