@@ -21,6 +21,7 @@ from attnless.model.replacements import (
     FixedLengthFF,
     StackedShallowFF,
 )
+from attnless.model.sites import METHODS
 from attnless.model.transformer import Padding
 
 N, D = 10, 8
@@ -126,7 +127,13 @@ def paper_cross(
 
 
 CASES = {
-    "alr": lambda: FixedLengthFF(N, D, 13),
+    # every encoder method as the registry builds it (ALRR and ELR share ALR's network class)
+    **{
+        m: (lambda m=m: METHODS[f"encoder.self={m}"].build(N, D, "L", {"heads": 2}))
+        for m in ("alr", "alrr", "elr")
+    },
+    "aslr-registry": lambda: METHODS["encoder.self=aslr"].build(N, D, "S", {"heads": 2}),
+    "alr-13": lambda: FixedLengthFF(N, D, 13),
     "aslr-2": lambda: FixedLengthFF(N, D, 7, heads=2),
     "aslr-4": lambda: FixedLengthFF(N, D, 7, heads=4),
     "decoder-self": lambda: CausalFixedLengthFF(N, D, 11),
@@ -176,7 +183,7 @@ def test_outputs_and_gradients_equal_the_paper_network(name: str, t: int) -> Non
 
 def test_the_oracle_sees_the_hidden_layer_order() -> None:
     """The swapped order (LayerNorm before LeakyReLU) differs by O(1): the test can fail."""
-    student, nets, out, ref = run_both("alr", 7, [7, 5, 2])
+    student, nets, out, ref = run_both("alr-13", 7, [7, 5, 2])
     swapped = nn.Sequential(nets[0][0], nets[0][1], nets[0][3], nets[0][2], nets[0][4])
     x = torch.randn(3, 7, D, dtype=torch.float64)
     keep = padding([7, 5, 2], 7).keep
