@@ -312,12 +312,12 @@ def translate(
     """Translate raw source sentences, one per line (only a newline ends a line), with the
     trained teacher: exactly one output line per input line."""
     from attnless import hardware
+    from attnless.checkpoint import load_model
     from attnless.data.textio import read_input_lines
     from attnless.data.tokenizer import Tokenizer
     from attnless.evaluate import translate_lines
     from attnless.prepare import check_compatible
     from attnless.runs import write_text
-    from attnless.train import load_model
 
     _setup_logging(True)
     cfg = load_config(

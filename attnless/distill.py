@@ -230,7 +230,7 @@ class Distiller:
     """Trains a set of students from one frozen teacher, sharing every teacher pass."""
 
     def __init__(self, cfg: Config, prepared: Prepared, progress: bool = True) -> None:
-        from attnless.train import load_model
+        from attnless.checkpoint import load_model
 
         self.cfg = cfg
         self.run_dir = prepared.run_dir

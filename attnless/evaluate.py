@@ -194,7 +194,7 @@ def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> 
 
 
 def _evaluate_teacher_split(cfg: Config, split: str, which: str, progress: bool) -> dict:
-    from attnless.train import load_model
+    from attnless.checkpoint import load_model
 
     device = hardware.resolve_device(cfg.train.device)
     model, payload = load_model(cfg.run_dir(), which, device)
@@ -205,8 +205,8 @@ def _evaluate_teacher_split(cfg: Config, split: str, which: str, progress: bool)
 
 def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> list[dict]:
     """Score the teacher with the students of ``eval.replace`` x ``eval.layers`` installed."""
+    from attnless.checkpoint import load_model
     from attnless.hybrid import build_hybrid, describe, finetune, variant_name
-    from attnless.train import load_model
 
     run_dir = cfg.run_dir()
     device = hardware.resolve_device(cfg.train.device)
