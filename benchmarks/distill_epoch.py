@@ -86,11 +86,11 @@ def measure_truncation(
     size: str = "L",
     rounds: int = 2,
 ) -> dict[str, Any]:
-    """A real distillation epoch slice (``sentences // batch_size`` batches of the epoch's
-    order) of ALR-``size`` at every encoder layer (one shared
-    teacher pass per batch), the networks computing only each batch's positions (truncated)
-    against padding every sentence to n (the official computation); alternating rounds, the
-    best of each counts. Same students, same batches, same seed."""
+    """The Distiller's steps over a real distillation epoch slice (``sentences // batch_size``
+    batches of the epoch's order) of ALR-``size`` at every encoder layer (one shared teacher
+    pass per batch), the networks computing only each batch's positions (truncated) against
+    padding every sentence to n (the official computation): the same students on the same
+    batches, after one warm-up pass of each form, alternating rounds, the best of each counts."""
     device = hardware.resolve_device(cfg.train.device)
     Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
     fits = _fit_length(prepared.train, cfg.distill.n)
@@ -109,19 +109,25 @@ def measure_truncation(
     ]
     run_cfg = config_mod.from_dict(config_mod.apply_overrides(cfg.to_dict(), overrides))
 
-    def epoch(truncate: bool) -> float:
-        shutil.rmtree(cfg.run_dir() / "students", ignore_errors=True)
-        distiller = Distiller(run_cfg, data, progress=False)
-        for student in distiller.students:
-            student.net.truncate = truncate
-        return timed(distiller.fit, device)
+    shutil.rmtree(cfg.run_dir() / "students", ignore_errors=True)
+    distiller = Distiller(run_cfg, data, progress=False)
+    students = distiller.students
+    order = sentence_batches(data.train, batch_size, cfg.seed, 0)
 
+    def steps(truncate: bool) -> float:
+        """The Distiller's training steps over the slice (teacher passes included; the
+        epoch-end checkpoint writes, the same for both forms, excluded)."""
+        for student in students:
+            student.net.truncate = truncate
+        return timed(lambda: [distiller.train_step(students, [b]) for b in order], device)
+
+    for truncate in (True, False):  # warm-up: kernels for every batch shape, optimizer state
+        steps(truncate)
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
         for truncate in (True, False):
-            times[truncate].append(epoch(truncate))
+            times[truncate].append(steps(truncate))
     n = cfg.distill.n
-    order = sentence_batches(data.train, batch_size, cfg.seed, 0)
     longest = [max(len(data.train.src[i]) for i in batch) for batch in order]
     return {
         "sentences": len(data.train),
@@ -133,6 +139,8 @@ def measure_truncation(
         "mean_longest": sum(longest) / len(longest),
         "truncated_s": min(times[True]),
         "padded_s": min(times[False]),
+        "truncated_rounds_s": times[True],
+        "padded_rounds_s": times[False],
         "speedup": min(times[False]) / min(times[True]),
         "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.train.precision, device)),
         "rounds": rounds,
