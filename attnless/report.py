@@ -30,6 +30,7 @@ import yaml
 
 from attnless import config as config_mod
 from attnless.config import Config, ConfigError
+from attnless.findings import findings_markdown
 from attnless.model.sites import METHODS, SIZES
 from attnless.runs import atomic_open, write_text
 from attnless.sweep import (
@@ -96,8 +97,16 @@ def _rows(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         for split, result in scores.items():
             row = dict(base)
             row["split"] = split
-            for key in ("test_set", "bleu", "chrf", "teacher_bleu", "relative_bleu"):
-                row[key] = result.get(key)
+            for key in (
+                "test_set",
+                "bleu",
+                "chrf",
+                "teacher_bleu",
+                "relative_bleu",
+                "sentences_per_s",
+                "teacher_sentences_per_s",
+            ):
+                row[key] = result.get(key, record.get(key))
             row["bleu_signature"] = result.get("bleu_signature")
             rows.append(row)
     teacher_rows = []
@@ -456,6 +465,53 @@ def params_table(cfg: Config, sizes: list[str] | None = None) -> tuple[str, str]
     return md, _csv(headers + ["params_all_layers"], csv_rows)
 
 
+def cost_table(cells: list[dict]) -> tuple[str, str] | None:
+    """What each hybrid costs at inference: parameters of its replacement networks against
+    the teacher modules they replace, and measured greedy decoding speed against the
+    teacher's (same machine, same run)."""
+    rows = [r for r in cells if r.get("split", "test") == "test" and r.get("student_params")]
+    if not rows:
+        return None
+    headers = [
+        "direction",
+        "replaced",
+        "size",
+        "layers",
+        "network params",
+        "teacher params replaced",
+        "greedy sent/s (hybrid / teacher)",
+    ]
+    table = []
+    for r in sorted(rows, key=lambda r: (r["direction"], r["variant"], _index(SIZES, r["size"]))):
+        speed = r.get("sentences_per_s")
+        teacher_speed = r.get("teacher_sentences_per_s")
+        table.append(
+            [
+                r["direction"],
+                r["variant"],
+                r["size"],
+                r["layers"],
+                f"{r['student_params']:,}",
+                f"{r['replaced_params']:,}" if r.get("replaced_params") else "",
+                f"{speed:.1f} / {teacher_speed:.1f} ({speed / teacher_speed:.2f}x)"
+                if speed and teacher_speed
+                else "",
+            ]
+        )
+    text = "\n".join(
+        [
+            "## Inference cost",
+            "",
+            _md(headers, table),
+            "",
+            "Parameters of every replacement network of the hybrid, against the teacher "
+            "parameters they replace; greedy decoding speed of the test set with the hybrid "
+            "and with the teacher, measured in the same evaluation.",
+        ]
+    )
+    return text, _csv(headers, table)
+
+
 def results_csv(cells: list[dict]) -> str:
     headers = [
         "cell_id",
@@ -663,6 +719,11 @@ def report(
         figures.append("layers.png")
     if figures:
         sections += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    costs = cost_table(cells)
+    if costs:
+        sections += [costs[0], ""]
+        files["inference_cost.csv"] = costs[1]
+    sections += [findings_markdown(cells), ""]
     if not cells:
         sections += ["No finished cells yet; run `attnless sweep` first.", ""]
     markdown = "\n".join(sections)
