@@ -29,10 +29,10 @@ from typing import Any
 import yaml
 
 from attnless import config as config_mod
-from attnless.config import Config, ConfigError
+from attnless.config import Config, ConfigError, layer_indices
 from attnless.findings import findings_markdown
 from attnless.model.sites import METHODS, SIZES
-from attnless.runs import atomic_open, write_text
+from attnless.runs import atomic_open, read_json, write_text
 from attnless.sweep import (
     SITE_SHORT,
     read_results,
@@ -41,6 +41,7 @@ from attnless.sweep import (
     student_params,
     variant_label,
 )
+from attnless.sweep.params import inference_flops
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,15 @@ LAYER_KINDS = ("bottom", "top")
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def _mean_lengths(run_dir: str | None) -> tuple[float, float] | None:
+    """Mean source and target subword tokens per training pair of a teacher's run folder."""
+    stats = read_json(Path(run_dir) / "data.json") if run_dir else None
+    if not isinstance(stats, dict) or not stats.get("train_pairs_kept"):
+        return None
+    kept = stats["train_pairs_kept"]
+    return stats["train_src_tokens"] / kept, stats["train_tgt_tokens"] / kept
 
 
 def _rows(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -78,6 +88,9 @@ def _rows(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
             )
         }
         base["replace"] = "+".join(record.get("replace") or [])
+        base["n"] = record.get("n")
+        base["model"] = (record.get("config") or {}).get("model")
+        base["lengths"] = _mean_lengths(record.get("run_dir"))
         if not base["variant"]:
             base["variant"] = variant_label(record.get("replace") or [])
         base["layers"] = str(base["layers"])
@@ -465,6 +478,29 @@ def params_table(cfg: Config, sizes: list[str] | None = None) -> tuple[str, str]
     return md, _csv(headers + ["params_all_layers"], csv_rows)
 
 
+def _flops_text(row: dict) -> str:
+    """Network and replaced-module MFLOP per sentence of the hybrid (all its layers)."""
+    model, lengths = row.get("model") or {}, row.get("lengths")
+    if not model or not lengths:
+        return ""
+    network = replaced = 0.0
+    for entry in row["replace"].split("+"):
+        count = model["encoder_layers" if entry.startswith("encoder") else "decoder_layers"]
+        chosen = layer_indices(row["layers"])
+        layers = count if chosen is None else len(chosen)
+        net, rep = inference_flops(
+            entry,
+            row["size"],
+            row["n"],
+            model["d_model"],
+            model["heads"],
+            model["ffn_dim"],
+            *lengths,
+        )
+        network, replaced = network + layers * net, replaced + layers * rep
+    return f"{network / 1e6:.3g} / {replaced / 1e6:.3g}"
+
+
 def cost_table(cells: list[dict]) -> tuple[str, str] | None:
     """What each hybrid costs at inference: parameters of its replacement networks against
     the teacher modules they replace, and measured greedy decoding speed against the
@@ -479,6 +515,7 @@ def cost_table(cells: list[dict]) -> tuple[str, str] | None:
         "layers",
         "network params",
         "teacher params replaced",
+        "network / replaced MFLOP per sentence",
         "greedy sent/s (hybrid / teacher)",
     ]
     table = []
@@ -493,6 +530,7 @@ def cost_table(cells: list[dict]) -> tuple[str, str] | None:
                 r["layers"],
                 f"{r['student_params']:,}",
                 f"{r['replaced_params']:,}" if r.get("replaced_params") else "",
+                _flops_text(r),
                 f"{speed:.1f} / {teacher_speed:.1f} ({speed / teacher_speed:.2f}x)"
                 if speed and teacher_speed
                 else "",
@@ -505,8 +543,11 @@ def cost_table(cells: list[dict]) -> tuple[str, str] | None:
             _md(headers, table),
             "",
             "Parameters of every replacement network of the hybrid, against the teacher "
-            "parameters they replace; greedy decoding speed of the test set with the hybrid "
-            "and with the teacher, measured in the same evaluation.",
+            "parameters they replace; FLOPs of those networks and of the teacher modules they "
+            "replace for a sentence of the training set's mean lengths (2 per multiply-add of "
+            "the matmuls; `attnless.sweep.params.inference_flops`); greedy decoding speed of "
+            "the test set with the hybrid and with the teacher, measured in the same "
+            "evaluation.",
         ]
     )
     return text, _csv(headers, table)
