@@ -146,15 +146,6 @@ def gather_objects(obj: Any, ctx: Context) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, ctx: Context) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(ctx: Context) -> None:
     if ctx.enabled:
         dist.barrier()

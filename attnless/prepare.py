@@ -48,13 +48,6 @@ class Prepared:
     valid_text: ParallelText
     stats: dict[str, Any]
 
-    def split(self, cfg: Config, name: str) -> tuple[Examples, ParallelText]:
-        """Encoded examples and raw text of a split (valid or test), never length-filtered."""
-        if name == "valid":
-            return self.valid, self.valid_text
-        text = load_split(cfg.data, name)
-        return encode(self.tokenizer, text), text
-
 
 def encode(tokenizer: Tokenizer, text: ParallelText) -> Examples:
     return Examples(tokenizer.encode_src(text.src), tokenizer.encode_tgt(text.tgt))

@@ -32,10 +32,6 @@ class Bar:
             else:
                 self._progress.update(self._task, advance=amount)
 
-    def set_total(self, total: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, total=total)
-
     def set_description(self, text: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=text)

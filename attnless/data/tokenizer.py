@@ -76,9 +76,6 @@ class Tokenizer:
         """Detokenized target text (sentencepiece restores the original spacing)."""
         return self.tgt.decode(ids)
 
-    def decode_src(self, ids: list[list[int]]) -> list[str]:
-        return self.src.decode(ids)
-
 
 def _train_model(lines: Iterable[str], cfg: TokenizerConfig, seed: int) -> bytes:
     import sentencepiece as spm

@@ -65,7 +65,7 @@ from attnless.sweep.cells import (
 )
 from attnless.sweep.params import replaced_params, student_params
 from attnless.sweep.results import read_results
-from attnless.sweep.runner import Sweep, sweep
+from attnless.sweep.runner import Sweep
 from attnless.sweep.spec import Spec, SpecError, load_spec, resolve_preset, spec_from_dict
 
 __all__ = [
@@ -83,6 +83,5 @@ __all__ = [
     "shard_cells",
     "spec_from_dict",
     "student_params",
-    "sweep",
     "variant_label",
 ]

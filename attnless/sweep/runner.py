@@ -425,14 +425,3 @@ def _install_sigterm():
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         return None
-
-
-def sweep(
-    spec: Spec,
-    out: str | Path | None = None,
-    runs: str | Path | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run (or continue) a sweep; see :mod:`attnless.sweep`."""
-    return Sweep(spec, out, runs, shard, progress).run()
