@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from attnless import checkpoint, hardware
+from attnless.checkpoint import load_model
 from attnless.prepare import prepare
 from attnless.runs import read_jsonl
-from attnless.train import Trainer, TrainingDiverged, load_model, noam_lr, train
+from attnless.train import Trainer, TrainingDiverged, noam_lr, train
 from tests.helpers import tiny_config
 
 
