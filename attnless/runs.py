@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -134,3 +135,9 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def fingerprint(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of ``obj``'s JSON form."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from attnless.cli import app
@@ -22,6 +23,7 @@ from attnless.locks import BOOT_ID, HOST, PID_NS, FileLock
 from attnless.report import params_table, report
 from attnless.sweep import (
     SpecError,
+    Sweep,
     expand,
     load_spec,
     parse_shard,
@@ -106,7 +108,7 @@ def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
     run_dir = Path(run_dirs.pop())
     assert run_dir.parent.parent == demo_sweep.parent / "runs"
     assert run_dir.name.startswith("smoke-")
-    markers = list((run_dir / "students").glob("*/*/sweep.json"))
+    markers = list((run_dir / "students").glob("*/*/*/sweep.json"))
     assert len(markers) == 8
     calls = {json.loads(m.read_text())["call"] for m in markers}
     assert len(calls) == 1  # all 8 student families in one distillation call
@@ -232,10 +234,54 @@ def test_concurrent_shards_share_the_teacher_and_split_the_students(
     assert {c["shard"] for c in cells} == {"0/2", "1/2"}
     assert sum(r["kind"] == "teacher" for r in records) == 1  # trained and scored once
     (run_dir,) = {c["run_dir"] for c in cells}
-    markers = [json.loads(m.read_text()) for m in Path(run_dir).glob("students/*/*/sweep.json")]
+    markers = [json.loads(m.read_text()) for m in Path(run_dir).glob("students/*/*/*/sweep.json")]
     assert len(markers) == 6
     assert len({m["call"] for m in markers}) == 2  # each shard distilled its own families
     assert not list(Path(run_dir).parent.glob("*.lock"))
+
+
+def test_sweep_with_other_distill_settings_never_reuses_students(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-running a sweep with ``--set distill.cross_causal=false`` or another learning rate
+    distils new students in their own folders: it neither resumes nor relabels the old ones."""
+    monkeypatch.setenv("ATTNLESS_DATA", str(data_dir))
+    spec = tmp_path / "cross.yaml"
+    grid = {"replace": [["decoder.cross=alr"]], "size": ["XS"], "layers": ["1"]}
+    spec.write_text(json.dumps({"name": "cross", "preset": str(SMOKE), "grid": grid, "set": TINY}))
+    out = tmp_path / "sweeps" / "cross"
+    threads = torch.get_num_threads()
+
+    def run(*overrides: str) -> dict:
+        """The sweep's new cell record and its students' folder."""
+        before = {r.get("cell_id") for r in read_results(out / "results.jsonl")}
+        Sweep(load_spec(spec, overrides=list(overrides)), out, progress=False).run()
+        (cell,) = [
+            r
+            for r in read_results(out / "results.jsonl")
+            if r["kind"] == "cell" and r["cell_id"] not in before
+        ]
+        return cell["times"]["distill_calls"]["decoder.cross/alr/XS"]
+
+    try:
+        first = run()
+        before = (Path(first["folder"]) / "layer1.pt").read_bytes()
+        folders = {first["folder"]}
+        for override, key, value in [
+            ("distill.cross_causal=false", "cross_causal", False),
+            ("distill.lr=3e-3", "lr", 0.003),
+        ]:
+            students = run(override)
+            assert students["folder"] not in folders and students["call"] != first["call"]
+            folders.add(students["folder"])
+            folder = Path(students["folder"])
+            assert json.loads((folder / "settings.json").read_text())["settings"][key] == value
+            assert (folder / "layer1.pt").is_file()
+    finally:
+        torch.set_num_threads(threads)
+    assert (Path(first["folder"]) / "layer1.pt").read_bytes() == before
+    root = Path(first["folder"]).parent
+    assert sorted(str(p.parent) for p in root.glob("*/layer1.pt")) == sorted(folders)
 
 
 # --------------------------------------------------------------------------- dry run, shards

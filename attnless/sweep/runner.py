@@ -30,12 +30,12 @@ from attnless.sweep.results import (
 from attnless.sweep.spec import Spec
 from attnless.sweep.students import (
     distill_calls,
-    distill_settings,
     family_dir,
     family_done,
     family_lock,
     lock_beside,
     read_json_quiet,
+    teacher_hash,
 )
 
 # The package's logger, as before the package was split into modules (log lines name it).
@@ -219,22 +219,28 @@ class Sweep:
         """Distil every student the cells of ``group`` need; returns the family markers."""
         cfg = group[0].config
         run_dir = cfg.run_dir()
-        wanted = distill_settings(cfg)
-        step = teacher.get("step")
+        which = cfg.distill.teacher_checkpoint
+        sha = teacher_hash(run_dir, which)
+        if sha is None:
+            raise FileNotFoundError(
+                f"{run_dir / 'checkpoints' / (which + '.pt')}: the teacher checkpoint "
+                f"distill.teacher_checkpoint={which} names does not exist"
+            )
         needed: dict[Family, set[int]] = {}
         for cell in group:
             for fam, layers in cell.families().items():
                 needed.setdefault(fam, set()).update(layers)
+        folders = {fam: family_dir(cfg, fam, sha) for fam in needed}
         remaining = {fam: sorted(layers) for fam, layers in needed.items()}
         announced: set[str] = set()
         while remaining:
             taken: dict[Family, FileLock] = {}
             try:
                 for fam in list(remaining):
-                    if family_done(run_dir, fam, remaining[fam], wanted, step):
+                    if family_done(folders[fam], remaining[fam]):
                         del remaining[fam]
                         continue
-                    lock = family_lock(run_dir, fam)
+                    lock = family_lock(folders[fam], fam)
                     if not lock.try_acquire():
                         info, _ = lock.read()
                         holder = describe_holder(info)
@@ -243,11 +249,12 @@ class Sweep:
                             announced.add(holder)
                         continue
                     taken[fam] = lock
-                    if family_done(run_dir, fam, remaining[fam], wanted, step):
+                    if family_done(folders[fam], remaining[fam]):
                         lock.release()
                         del taken[fam], remaining[fam]
                 if taken:
-                    self._distill(cfg, {fam: remaining[fam] for fam in taken}, wanted, step)
+                    chosen = {fam: remaining[fam] for fam in taken}
+                    self._distill(cfg, chosen, folders, teacher.get("step"))
                     for fam in taken:
                         del remaining[fam]
             finally:
@@ -255,15 +262,13 @@ class Sweep:
                     lock.release()
             if remaining and not taken:
                 time.sleep(self.poll)
-        return {
-            fam: read_json_quiet(family_dir(run_dir, fam) / "sweep.json") or {} for fam in needed
-        }
+        return {fam: read_json_quiet(folders[fam] / "sweep.json") or {} for fam in needed}
 
     def _distill(
         self,
         cfg: Config,
         families: dict[Family, list[int]],
-        wanted: dict,
+        folders: dict[Family, Path],
         teacher_step: int | None,
     ) -> None:
         from attnless.distill import distill
@@ -287,17 +292,14 @@ class Sweep:
             distill(dcfg, progress=self.progress)
             seconds = time.perf_counter() - start
             for fam in fams:
-                folder = family_dir(cfg.run_dir(), fam)
+                folder = folders[fam]
                 old = read_json_quiet(folder / "sweep.json") or {}
-                merged = set(layers)
-                if old.get("settings") == wanted and old.get("teacher_step") == teacher_step:
-                    merged |= set(old.get("layers", []))
                 write_json(
                     folder / "sweep.json",
                     {
                         "family": list(fam),
-                        "layers": sorted(merged),
-                        "settings": wanted,
+                        "folder": str(folder),
+                        "layers": sorted(set(layers) | set(old.get("layers", []))),
                         "teacher_step": teacher_step,
                         "call": call,
                         "seconds": seconds,
