@@ -448,6 +448,125 @@ def test_parameter_table_matches_the_paper() -> None:
     assert int(rows[("encoder.self=elr", "M")][3]) == 198_272  # one encoder layer
 
 
+SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.4.0"
+
+
+def _teacher_line(tid: str, direction: str, bleu: float, chrf: float) -> dict:
+    score = {"test_set": "flickr", "bleu": bleu, "chrf": chrf, "bleu_signature": SIGNATURE}
+    return {
+        "kind": "teacher",
+        "teacher_id": tid,
+        "corpus": "multi30k",
+        "direction": direction,
+        "preset": "paper",
+        "scores": {"test": score},
+        "train_seconds": 100.0,
+        "step": 2000,
+    }
+
+
+def _cell_line(cid: str, direction: str, method: str, size: str, *scores: float) -> dict:
+    bleu, teacher, relative, chrf = scores
+    score = {"test_set": "flickr", "bleu": bleu, "chrf": chrf, "teacher_bleu": teacher}
+    score |= {"relative_bleu": relative, "bleu_signature": SIGNATURE}
+    return {
+        "kind": "cell",
+        "cell_id": cid,
+        "corpus": "multi30k",
+        "direction": direction,
+        "replace": [f"encoder.self={method}"],
+        "variant": method.upper(),
+        "size": size,
+        "layers": "all",
+        "teacher_id": f"t-{direction}",
+        "student_params": 1000,
+        "replaced_params": 500,
+        "params_ratio": 2.0,
+        "seed": 1,
+        "times": {"teacher_train_seconds": 100.0, "distill_seconds": 10.0, "eval_seconds": 1.5},
+        "config": {"model": {"encoder_layers": 6, "decoder_layers": 6}},
+        "scores": {"test": score},
+    }
+
+
+def test_report_of_a_hand_written_results_file(tmp_path: Path) -> None:
+    """Every table value and CSV row, from results typed in by hand: a teacher and a cell
+    appear twice (their last lines win, in the place of their first), and one cell is missing
+    (ELR S on de-en; ELR on en-de)."""
+    sweep = tmp_path / "hand"
+    sweep.mkdir()
+    spec = {"name": "hand", "preset": "paper", "set": []}
+    spec["grid"] = {"direction": ["de-en", "en-de"], "size": ["XS", "S"]}
+    spec["grid"]["replace"] = [["encoder.self=alr"], ["encoder.self=elr"]]
+    (sweep / "spec.yaml").write_text(json.dumps(spec))
+    records = [
+        _teacher_line("t-de-en", "de-en", 39.0, 59.0),
+        _cell_line("c1", "de-en", "alr", "XS", 20.0, 40.0, 50.0, 45.0),
+        _cell_line("c5", "en-de", "alr", "S", 12.0, 30.0, 40.0, 35.0),
+        _cell_line("c2", "de-en", "alr", "S", 30.0, 40.0, 75.0, 52.5),
+        _teacher_line("t-en-de", "en-de", 30.0, 55.0),
+        _cell_line("c3", "de-en", "elr", "XS", 10.0, 40.0, 25.0, 30.0),
+        _cell_line("c4", "en-de", "alr", "XS", 15.0, 30.0, 50.0, 40.0),
+        _teacher_line("t-de-en", "de-en", 40.0, 60.0),
+        _cell_line("c5", "en-de", "alr", "S", 21.0, 30.0, 70.0, 50.0),
+    ]
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = report(sweep)
+    assert (summary["cells"], summary["teachers"], summary["warnings"]) == (5, 2, [])
+    out = sweep / "report"
+    assert (out / "teacher_bleu.csv").read_text() == (
+        "corpus,split,direction,test_set,bleu,chrf\n"
+        "multi30k,test,de-en,flickr,40.0,60.0\n"
+        "multi30k,test,en-de,flickr,30.0,55.0\n"
+    )
+    assert (out / "bleu_by_size.csv").read_text() == (
+        "corpus,direction,split,layers,variant,size,bleu,relative_bleu,teacher_bleu,chrf\n"
+        "multi30k,de-en,test,all,ALR,XS,20.0,50.0,40.0,45.0\n"
+        "multi30k,de-en,test,all,ALR,S,30.0,75.0,40.0,52.5\n"
+        "multi30k,de-en,test,all,ELR,XS,10.0,25.0,40.0,30.0\n"
+        "multi30k,en-de,test,all,ALR,XS,15.0,50.0,30.0,40.0\n"
+        "multi30k,en-de,test,all,ALR,S,21.0,70.0,30.0,50.0\n"
+    )
+    rows = [
+        "c1,de-en,ALR,XS,20.0,45.0,40.0,50.0",
+        "c5,en-de,ALR,S,21.0,50.0,30.0,70.0",
+        "c2,de-en,ALR,S,30.0,52.5,40.0,75.0",
+        "c3,de-en,ELR,XS,10.0,30.0,40.0,25.0",
+        "c4,en-de,ALR,XS,15.0,40.0,30.0,50.0",
+    ]
+    expected = [
+        "cell_id,corpus,direction,variant,replace,size,layers,split,test_set,bleu,chrf,"
+        "teacher_bleu,relative_bleu,student_params,replaced_params,params_ratio,"
+        "teacher_train_seconds,distill_seconds,eval_seconds,seed,bleu_signature"
+    ]
+    for row in rows:
+        cid, direction, variant, size, *values = row.split(",")
+        method = f"encoder.self={variant.lower()}"
+        expected.append(
+            f"{cid},multi30k,{direction},{variant},{method},{size},all,test,flickr,"
+            + ",".join(values)
+            + f",1000,500,2.0,100.0,10.0,1.5,1,{SIGNATURE}"
+        )
+    assert _lines(out / "results.csv") == expected
+    md = (out / "report.md").read_text().splitlines()
+    for line in [
+        "| model | de-en | en-de |",
+        "| Transformer (multi30k, test) | 40.00 / chrF 60.0 | 30.00 / chrF 55.0 |",
+        "### multi30k de-en, layers all (teacher BLEU 40.00)",
+        "| ALR | 20.00 (50.0%) | 30.00 (75.0%) |",
+        "| ELR | 10.00 (25.0%) | - |",
+        "### multi30k en-de, layers all (teacher BLEU 30.00)",
+        "| ALR | 15.00 (50.0%) | 21.00 (70.0%) |",
+        "### Mean % of the teacher's BLEU over 2 directions",
+        "| ALR (multi30k, layers all) | 50.0% | 72.5% |",
+        "| ELR (multi30k, layers all) | 25.0% (de-en only) | - |",
+        f"Test set: flickr (split test). BLEU: sacreBLEU, signature `{SIGNATURE}`.",
+    ]:
+        assert line in md, line
+    en_de = md[md.index("### multi30k en-de, layers all (teacher BLEU 30.00)") :]
+    assert "| replaced \\ size | XS | S |" in en_de[:4] and not en_de[4].startswith("| ELR")
+
+
 def test_layer_report_from_records(tmp_path: Path) -> None:
     sweep = tmp_path / "layers"
     sweep.mkdir()
