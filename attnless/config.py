@@ -108,7 +108,7 @@ class DistillConfig:
     n: int = 50  # fixed sentence length of the replacement networks (the paper's MAX_LEN)
     epochs: int = 21
     max_steps: int | None = None
-    batch_size: int = 2000  # sentences per batch and process (the paper's)
+    batch_size: int = 2000  # sentences per batch and process (the paper's); YAML: or per corpus
     accumulate: int = 1  # batches per student update and process
     lr: float | None = None  # default: the method's learning rate from the paper
     betas: tuple[float, float] = (0.9, 0.98)
@@ -154,6 +154,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
+
+# Settings a config may give per corpus, as a mapping {corpus: value}, resolved for data.corpus
+# when the config is built (experiments/paper.yaml: the distillation batch of each corpus).
+PER_CORPUS = ("distill.batch_size",)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": ("multi30k", "iwslt2017", "text"),
@@ -262,6 +266,27 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def resolve_per_corpus(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every :data:`PER_CORPUS` setting given as {corpus: value} replaced by
+    the value for ``data.corpus``."""
+    data = values.get("data")
+    corpus = data.get("corpus", DataConfig.corpus) if isinstance(data, dict) else None
+    out = dict(values)
+    for key in PER_CORPUS:
+        section, name = key.split(".")
+        node = out.get(section)
+        if not isinstance(node, dict) or not isinstance(node.get(name), dict):
+            continue
+        by_corpus = node[name]
+        if corpus not in by_corpus:
+            raise ConfigError(
+                f"{key}: no value for data.corpus {corpus!r}; the mapping gives "
+                f"{', '.join(map(str, by_corpus))} (add {corpus}: VALUE or give one number)"
+            )
+        out[section] = {**node, name: by_corpus[corpus]}
+    return out
+
+
 def validate(cfg: Config) -> Config:
     """Check cross-field constraints; raise ConfigError naming the offending key."""
     for key, choices in CHOICES.items():
@@ -305,7 +330,7 @@ def validate(cfg: Config) -> Config:
 def from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
     """Build a validated Config from a plain mapping; errors mention ``source``."""
     try:
-        return validate(_build(Config, values or {}, ""))
+        return validate(_build(Config, resolve_per_corpus(values or {}), ""))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

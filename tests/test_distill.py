@@ -29,7 +29,7 @@ from attnless.prepare import prepare
 from attnless.runs import read_json, read_jsonl
 from attnless.sweep.students import teacher_hash
 from attnless.train import train
-from tests.helpers import tiny_config
+from tests.helpers import REPO, tiny_config
 
 DISTILL = (
     "distill.n=50",
@@ -362,6 +362,40 @@ def test_layer_ranges() -> None:
         parse_layers("4-6", 6)
     with pytest.raises(ReplacementError, match="expected all, 0-5 or 0,2,4"):
         parse_layers("first", 6)
+
+
+def test_distillation_batch_follows_the_corpus(tmp_path: Path) -> None:
+    """experiments/paper.yaml: 2,000 sentences on IWSLT2017 (the paper's), 256 on Multi30k;
+    ``--set`` gives one number for every corpus, or changes one corpus's."""
+    from attnless.sweep import expand, spec_from_dict
+
+    paper = REPO / "experiments" / "paper.yaml"
+
+    def batch(*overrides: str) -> int:
+        return config_mod.load(paper, list(overrides)).distill.batch_size
+
+    assert (batch(), batch("data.corpus=iwslt2017")) == (256, 2000)
+    assert batch("data.corpus=iwslt2017", "distill.batch_size=512") == batch(
+        "distill.batch_size=512"
+    )
+    assert batch("distill.batch_size=512") == 512
+    assert batch("distill.batch_size.multi30k=300") == 300
+    saved = config_mod.dump(config_mod.load(paper, ["data.corpus=iwslt2017"]))
+    assert "batch_size: 2000" in saved  # a run folder records the number it used
+    grid = {"corpus": ["multi30k", "iwslt2017"], "replace": [["encoder.self=alr"]], "size": ["M"]}
+    spec = spec_from_dict({"name": "b", "preset": "paper", "grid": grid}, "b.yaml")
+    cells = {c.corpus: c.config.distill.batch_size for c in expand(spec)}
+    assert cells == {"multi30k": 256, "iwslt2017": 2000}
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("data: {corpus: iwslt2017}\ndistill: {batch_size: {multi30k: 256}}\n")
+    with pytest.raises(
+        config_mod.ConfigError,
+        match=(
+            r"partial.yaml: distill.batch_size: no value for data.corpus 'iwslt2017'; "
+            r"the mapping gives multi30k"
+        ),
+    ):
+        config_mod.load(partial)
 
 
 def test_masked_mse_ignores_padding() -> None:
