@@ -133,7 +133,8 @@ def build_student(spec: StudentSpec, cfg: Config) -> nn.Module:
 
 # --------------------------------------------------------------------------- settings
 
-# 2: issue 15 (the paper's LayerNorm -> LeakyReLU order; students keyed by their settings).
+# 2: issue 15 (the hidden LeakyReLU before its LayerNorm, as the paper; students keyed by their
+# settings).
 # Bump it whenever the networks compute something else from the same weights.
 STUDENT_VERSION = 2
 SETTINGS_FILE = "settings.json"
