@@ -250,12 +250,13 @@ def _cli(*args: str) -> str:
     return output
 
 
+@pytest.mark.usefixtures("restore_threads")
 def test_cli_distill_with_other_settings_never_reuses_students(teacher_run: Config) -> None:
     """``attnless distill`` again with another learning rate or cross-attention masking trains
     new students in their own folders; the finished ones stay as they are."""
     run = str(teacher_run.run_dir())
     base = ["distill", run, "--replace", "decoder.cross=alr:XS", "--layers", "5", "-q"]
-    base += ["--set", "distill.epochs=1"]
+    base += ["--set", "distill.epochs=1", "--set", "train.threads=1"]
     root = teacher_run.run_dir() / "students" / "decoder.cross" / "alr-XS"
     _cli(*base)
     (first,) = [p.parent for p in root.glob("*/layer5.pt")]
