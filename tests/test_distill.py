@@ -318,6 +318,17 @@ def test_students_of_other_settings_are_never_used(teacher_run: Config, tmp_path
         distill(cfg, progress=False)
     checkpoint.save(good, payload)
     # settings nobody distilled: no student; the error names the others and how they differ
+    (good.parent.parent / "layer3.pt").write_bytes(good.read_bytes())  # the layout before
+    with pytest.raises(ReplacementError, match="alr-XS: students from before settings were"):
+        evaluate(
+            _with(
+                cfg,
+                "eval.replace=[encoder.self=alr:XS]",
+                "eval.layers=3",
+                *args,
+                "distill.epochs=7",
+            )
+        )
     for override, diff in [("distill.epochs=2", "epochs 1 -> 2"), ("distill.n=40", "n 50 -> 40")]:
         request = _with(cfg, "eval.replace=[encoder.self=alr:XS]", "eval.layers=3", *args, override)
         with pytest.raises(
