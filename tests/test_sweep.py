@@ -212,6 +212,25 @@ def test_sweep_killed_mid_cell_resumes_without_recomputing(tmp_path: Path, data_
     assert not list((out / "locks").glob("*.lock"))  # the killed holder's lock was taken over
 
 
+def test_rerun_removes_the_lock_a_killed_holder_left_on_a_recorded_cell(tmp_path: Path) -> None:
+    """A sweep killed between appending a cell's line and releasing the cell's lock leaves the
+    lock behind; the next run removes it (a live holder's lock stays)."""
+    spec = load_spec(_six_cells(tmp_path, "locks"))
+    out = tmp_path / "sweeps" / "locks"
+    sweep = Sweep(spec, out, progress=False, say=lambda _: None)
+    lines = [{"kind": "cell", "cell_id": c.id} for c in sweep.cells]
+    (out / "locks").mkdir(parents=True)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = {"host": HOST, "boot_id": BOOT_ID, "pid_ns": PID_NS, "token": "t"}
+    stale, live = (out / "locks" / f"{c.id}.lock" for c in sweep.cells[:2])
+    stale.write_text(json.dumps({**info, "pid": dead.pid, "started": time.time()}))
+    live.write_text(json.dumps({**info, "pid": os.getpid(), "started": time.time()}))
+    assert sweep.run()["skipped"] == 6
+    assert not stale.exists() and live.exists()
+
+
 def test_concurrent_shards_share_the_teacher_and_split_the_students(
     tmp_path: Path, data_dir: Path
 ) -> None:

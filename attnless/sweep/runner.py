@@ -149,6 +149,7 @@ class Sweep:
     def _run(self) -> dict[str, Any]:
         records = self.records()
         done = self.done_ids(records)
+        self._clear_stale_locks(done)
         pending = [c for c in self.mine if c.id not in done]
         i, n = self.shard
         where = f" (shard {i}/{n})" if n > 1 else ""
@@ -313,10 +314,21 @@ class Sweep:
 
     # ---------------------------------------------------------------- cells
 
+    def _cell_lock(self, cell: Cell) -> FileLock:
+        return FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
+
+    def _clear_stale_locks(self, done: set[str]) -> None:
+        """Remove the locks of recorded cells left by holders killed between recording the
+        cell and releasing its lock (a live holder's lock stays)."""
+        for cell in self.mine:
+            lock = self._cell_lock(cell)
+            if cell.id in done and lock.path.exists() and lock.try_acquire():
+                lock.release()
+
     def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
         from attnless.evaluate import evaluate
 
-        lock = FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
+        lock = self._cell_lock(cell)
         if not lock.try_acquire():
             info, _ = lock.read()
             self.say(
