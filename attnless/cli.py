@@ -225,15 +225,17 @@ def _kept_students(cfg: Config) -> str:
     from attnless.runs import read_metrics
 
     folder = cfg.run_dir() / "students"
-    paths = sorted(folder.glob("*/*/layer*.pt"))
+    paths = sorted(folder.glob("*/*/*/layer*.pt"))
     if not paths:
         return f"no student checkpoint was written yet (under {folder}); distillation starts over"
     epochs: dict[str, int] = {}
     for record in read_metrics(folder / "metrics.jsonl"):
         if record.get("kind") == "distill_epoch":
             epochs[record["student"]] = record["epoch"]
-    # <site>/<method>-<size>/layer<i>.pt is the student <site>.<method>-<size>.<i>
-    keys = [f"{p.parent.parent.name}.{p.parent.name}.{p.stem.removeprefix('layer')}" for p in paths]
+    # <site>/<method>-<size>/<settings>/layer<i>.pt is the student <site>.<method>-<size>.<i>
+    keys = [
+        f"{p.parents[2].name}.{p.parents[1].name}.{p.stem.removeprefix('layer')}" for p in paths
+    ]
     finished = [key for key in keys if epochs.get(key, 0) >= cfg.distill.epochs]
     names = ", ".join(str(p.relative_to(folder)) for p in paths)
     return (

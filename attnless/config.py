@@ -125,7 +125,7 @@ class DistillConfig:
     n: int = 50  # fixed sentence length of the replacement networks (the paper's MAX_LEN)
     epochs: int = 21
     max_steps: int | None = None
-    batch_size: int = 2000  # sentences per batch and process (the paper's)
+    batch_size: int = 2000  # sentences per batch and process (the paper's); YAML: or per corpus
     accumulate: int = 1  # batches per student update and process
     lr: float | None = None  # default: the method's learning rate from the paper
     betas: tuple[float, float] = (0.9, 0.98)
@@ -174,6 +174,11 @@ class Config:
 
 CHECKPOINTS = ("best", "last", "average")
 SPLITS = ("valid", "test")  # the splits evaluate scores
+
+
+# Settings a config may give per corpus, as a mapping {corpus: value}, resolved for data.corpus
+# when the config is built (experiments/paper.yaml: the distillation batch of each corpus).
+PER_CORPUS = ("distill.batch_size",)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": ("multi30k", "iwslt2017", "text"),
@@ -414,6 +419,27 @@ def layer_indices(text: str, where: str = "layers") -> list[int] | None:
     return sorted(layers)
 
 
+def resolve_per_corpus(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every :data:`PER_CORPUS` setting given as {corpus: value} replaced by
+    the value for ``data.corpus``."""
+    data = values.get("data")
+    corpus = data.get("corpus", DataConfig.corpus) if isinstance(data, dict) else None
+    out = dict(values)
+    for key in PER_CORPUS:
+        section, name = key.split(".")
+        node = out.get(section)
+        if not isinstance(node, dict) or not isinstance(node.get(name), dict):
+            continue
+        by_corpus = node[name]
+        if corpus not in by_corpus:
+            raise ConfigError(
+                f"{key}: no value for data.corpus {corpus!r}; the mapping gives "
+                f"{', '.join(map(str, by_corpus))} (add {corpus}: VALUE or give one number)"
+            )
+        out[section] = {**node, name: by_corpus[corpus]}
+    return out
+
+
 def validate(cfg: Config) -> Config:
     """Check choices, ranges and cross-field constraints; raise ConfigError naming the key."""
     for key, choices in CHOICES.items():
@@ -528,7 +554,8 @@ def from_dict(
     where the offending value came from: the last override that set it, else ``source``."""
     items = [_as_override(o) for o in overrides]
     try:
-        return validate(_build(Config, apply_overrides(values, items), ""))
+        resolved = resolve_per_corpus(apply_overrides(values or {}, items))
+        return validate(_build(Config, resolved, ""))
     except ConfigError as err:
         culprit = next((o for o in reversed(items) if any(map(o.concerns, err.keys))), None)
         raise ConfigError(f"{culprit.label if culprit else source}: {err}", err.keys) from None

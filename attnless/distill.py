@@ -6,8 +6,12 @@ captured site then takes its step on those tensors. Nothing is written to disk b
 students' checkpoints. Each student is trained independently on the teacher's own activations
 (the paper's per-layer training) with MSE over the non-padded elements.
 
-Students live in ``<run>/students/<site>/<method>-<size>/layer<i>.pt``; each checkpoint holds
-the network, its optimizer, its training position and the settings it was built with, and is
+Students live in ``<run>/students/<site>/<method>-<size>/<key>/layer<i>.pt``, where ``<key>``
+is a hash of everything that decides a student's weights (:func:`student_settings`: method,
+size, n, learning rate, batches, epochs, seed, precision, the cross-attention causal flag and
+the teacher's weights), spelled out in the folder's ``settings.json``. A job with other settings
+therefore never resumes or reuses another job's students: it trains its own, in its own folder.
+Each checkpoint holds the network, its optimizer, its training position and its settings, and is
 written atomically at every epoch end, so an interrupted job resumes where it stopped.
 
 A student update consumes ``world * distill.accumulate`` consecutive batches of the epoch's
@@ -21,10 +25,12 @@ the loop waits for the device except every ``distill.log_every`` steps, when los
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +53,7 @@ from attnless.model.sites import (
 )
 from attnless.prepare import Prepared, prepare
 from attnless.progress import progress_bar
-from attnless.runs import append_jsonl, versions
+from attnless.runs import append_jsonl, fingerprint, read_json, versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +73,6 @@ class StudentSpec:
     @property
     def key(self) -> str:
         return f"{self.site}.{self.method}-{self.size}.{self.layer}"
-
-    def path(self, run_dir: Path) -> Path:
-        return (
-            run_dir
-            / "students"
-            / self.site
-            / f"{self.method}-{self.size}"
-            / f"layer{self.layer}.pt"
-        )
 
 
 def parse_layers(text: str, count: int) -> list[int]:
@@ -129,20 +126,96 @@ def build_student(spec: StudentSpec, cfg: Config) -> nn.Module:
     return method.build(cfg.distill.n, cfg.model.d_model, spec.size, options)
 
 
-def student_meta(spec: StudentSpec, cfg: Config, student: nn.Module) -> dict[str, Any]:
-    """What a student was built for; checked when it is loaded into a teacher."""
-    return {
-        "site": spec.site,
-        "method": spec.method,
-        "size": spec.size,
-        "layer": spec.layer,
-        "n": cfg.distill.n,
+# --------------------------------------------------------------------------- settings
+
+# 2: issue 15 (the hidden LeakyReLU before its LayerNorm, as the paper; students keyed by their
+# settings).
+# Bump it whenever the networks compute something else from the same weights.
+STUDENT_VERSION = 2
+SETTINGS_FILE = "settings.json"
+
+
+def state_fingerprint(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 (16 hex digits) of a state dict's names, dtypes, shapes and bytes: equal for
+    equal weights wherever they were loaded, different for any other weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def student_settings(
+    cfg: Config, site: str, method: str, size: str, teacher: str
+) -> dict[str, Any]:
+    """Everything that decides the weights of the students of one (site, method, size) besides
+    their layer: the network's shape, the optimiser, the batches, the schedule, the seed, the
+    precision, the cross-attention causal flag, and the teacher (``teacher``: the
+    :func:`state_fingerprint` of its weights). Students of other settings live in other folders.
+
+    ``distill.batch_size`` and ``distill.accumulate`` are per process: the number of processes
+    is checked when a student is resumed (see :meth:`Distiller._check_meta`)."""
+    d = cfg.distill
+    settings: dict[str, Any] = {
+        "version": STUDENT_VERSION,
+        "site": site,
+        "method": method,
+        "size": size,
+        "n": d.n,
         "d_model": cfg.model.d_model,
         "heads": cfg.model.heads,
-        "cross_causal": cfg.distill.cross_causal,
-        "params": count_parameters(student),
-        "teacher": {"checkpoint": cfg.distill.teacher_checkpoint},
+        "lr": d.lr or get_method(site, method).lr,
+        "betas": list(d.betas),
+        "eps": d.eps,
+        "batch_size": d.batch_size,
+        "accumulate": d.accumulate,
+        "epochs": d.epochs,
+        "max_steps": d.max_steps,
+        "seed": cfg.seed,
+        "precision": cfg.train.precision,
+        "teacher": teacher,
     }
+    if site == "decoder.cross":  # the only network the flag changes
+        settings["cross_causal"] = d.cross_causal
+    return settings
+
+
+def family_root(run_dir: Path, site: str, method: str, size: str) -> Path:
+    """The folder of every student of (site, method, size), one sub-folder per setting."""
+    return Path(run_dir) / "students" / site / f"{method}-{size}"
+
+
+def student_dir(run_dir: Path, settings: dict[str, Any]) -> Path:
+    """The folder of the students with ``settings`` (one file per layer)."""
+    root = family_root(run_dir, settings["site"], settings["method"], settings["size"])
+    return root / fingerprint(settings, 10)
+
+
+def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key old -> new`` for every key whose value differs (missing keys read as None)."""
+    return [
+        f"{key} {old.get(key)!r} -> {new.get(key)!r}"
+        for key in dict.fromkeys([*new, *old])
+        if old.get(key) != new.get(key)
+    ]
+
+
+def other_settings(run_dir: Path, settings: dict[str, Any]) -> list[str]:
+    """Lines naming the folders of the same (site, method, size) distilled with other settings
+    and how those settings differ from ``settings`` (old -> new)."""
+    root = family_root(run_dir, settings["site"], settings["method"], settings["size"])
+    lines = []
+    if any(root.glob("layer*.pt")):
+        lines.append(f"{root}: students from before settings were recorded (not used)")
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        try:
+            saved = (read_json(folder / SETTINGS_FILE) or {}).get("settings")
+        except ValueError:
+            saved = None
+        if isinstance(saved, dict) and saved != settings:
+            lines.append(f"{folder}: {', '.join(settings_diff(saved, settings))}")
+    return lines
 
 
 # --------------------------------------------------------------------------- capture
@@ -212,7 +285,8 @@ class Student:
     module_path: str
     net: nn.Module
     optimizer: torch.optim.Optimizer
-    lr: float
+    settings: dict[str, Any]
+    path: Path  # its checkpoint
     epoch: int = 0
     batch_in_epoch: int = 0
     step: int = 0
@@ -243,6 +317,7 @@ class Distiller:
             self.run_dir, cfg.distill.teacher_checkpoint, self.device
         )
         self.teacher_step = payload["state"]["step"]
+        self.teacher_hash = state_fingerprint(payload["model"])
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         n = cfg.distill.n
@@ -252,6 +327,8 @@ class Distiller:
             raise ConfigError(f"distill.n={n}: no training pair fits {n} positions")
         specs = expand_specs(cfg.distill.replace, cfg.distill.layers, self.teacher)
         self.students = [self._make_student(spec) for spec in specs]
+        for folder in dict.fromkeys(s.path.parent for s in self.students):
+            log.info("students in %s", folder)
         self.metrics_path = self.run_dir / "students" / "metrics.jsonl"
         self.encoder_only = all(s.spec.site.startswith("encoder") for s in self.students)
 
@@ -259,27 +336,30 @@ class Distiller:
         torch.manual_seed(self.cfg.seed * 1_000_003 + zlib.crc32(spec.key.encode()))
         method = get_method(spec.site, spec.method)
         net = build_student(spec, self.cfg).to(self.device)
-        lr = self.cfg.distill.lr or method.lr
-        optimizer = make_student_optimizer(net, lr, self.cfg)
-        student = Student(spec, method, method.path(spec.layer), net, optimizer, lr)
-        path = spec.path(self.run_dir)
+        settings = student_settings(self.cfg, spec.site, spec.method, spec.size, self.teacher_hash)
+        optimizer = make_student_optimizer(net, settings["lr"], self.cfg)
+        path = student_dir(self.run_dir, settings) / f"layer{spec.layer}.pt"
+        student = Student(spec, method, method.path(spec.layer), net, optimizer, settings, path)
         if path.exists():
             payload = checkpoint.load(path, self.device)
-            self._check_meta(path, payload["meta"], spec, net)
+            self._check_meta(path, payload["meta"], student)
             net.load_state_dict(payload["student"])
             optimizer.load_state_dict(payload["optimizer"])
             student.epoch, student.batch_in_epoch, student.step = payload["position"]
             student.history = payload.get("history", [])
         return student
 
-    def _check_meta(self, path: Path, meta: dict, spec: StudentSpec, net: nn.Module) -> None:
-        expected = student_meta(spec, self.cfg, net)
-        for key in ("site", "method", "size", "layer", "n", "d_model", "heads", "params"):
-            if meta.get(key) != expected[key]:
-                raise ReplacementError(
-                    f"{path}: {key} is {meta.get(key)!r} but this job needs {expected[key]!r}; "
-                    "delete it or use another run folder"
-                )
+    def _check_meta(self, path: Path, meta: dict, student: Student) -> None:
+        """Refuse to resume (or reuse) a checkpoint made with other settings (a file copied or
+        moved by hand) or by another number of processes (other batches per update)."""
+        wanted = {**student.settings, "layer": student.spec.layer, "processes": self.ctx.world}
+        saved = {**meta.get("settings", {}), **{k: meta.get(k) for k in ("layer", "processes")}}
+        diffs = settings_diff(saved, wanted)
+        if diffs:
+            raise ReplacementError(
+                f"{path}: distilled with other settings than this job's (old -> new): "
+                f"{', '.join(diffs)}; delete it, or run with its settings"
+            )
 
     # ---------------------------------------------------------------- persistence
 
@@ -292,18 +372,24 @@ class Distiller:
             "optimizer": student.optimizer.state_dict(),
             "position": (student.epoch, student.batch_in_epoch, student.step),
             "meta": {
-                **student_meta(student.spec, self.cfg, student.net),
+                "settings": student.settings,
+                "layer": student.spec.layer,
+                "processes": self.ctx.world,
+                "params": count_parameters(student.net),
                 "teacher": {
                     "checkpoint": self.cfg.distill.teacher_checkpoint,
                     "step": self.teacher_step,
+                    "sha256": self.teacher_hash,
                 },
-                "lr": student.lr,
             },
             "history": student.history,
             "config": self.cfg.to_dict(),
             "versions": versions(),
         }
-        checkpoint.save(student.spec.path(self.run_dir), payload)
+        settings_file = student.path.parent / SETTINGS_FILE
+        if not settings_file.exists():
+            write_json(settings_file, {"settings": student.settings})
+        checkpoint.save(student.path, payload)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -498,6 +584,7 @@ class Distiller:
                 s.spec.key: {
                     "epoch": s.epoch,
                     "step": s.step,
+                    "folder": str(s.path.parent),
                     "params": count_parameters(s.net),
                     "valid_mse": next(
                         (h["valid_mse"] for h in reversed(s.history) if "valid_mse" in h), math.nan

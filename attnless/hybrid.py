@@ -1,8 +1,9 @@
 """Hybrid models: the teacher with distilled students installed at the requested sites.
 
-Every student checkpoint is checked against the teacher and the request (site, method, size,
-layer, fixed length n, model width, and the teacher checkpoint it was distilled from) before
-anything is installed; a mismatch is a clear error and changes nothing.
+The students are looked up by the settings of the request and by the teacher's weights
+(:func:`attnless.distill.student_settings`), so a student distilled with other settings, or
+from another teacher, is never installed: a missing student is a clear error that names the
+folders distilled with other settings and how those differ (old -> new), and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from torch import nn
 
 from attnless import checkpoint
 from attnless.config import Config
-from attnless.distill import StudentSpec, build_student, expand_specs, student_meta
+from attnless.distill import (
+    StudentSpec,
+    build_student,
+    expand_specs,
+    other_settings,
+    settings_diff,
+    state_fingerprint,
+    student_dir,
+    student_settings,
+)
 from attnless.model import Seq2SeqTransformer, count_parameters
 from attnless.model.sites import ReplacementError, get_method, install
 
@@ -50,29 +60,32 @@ def variant_name(replace: list[str], layers: str) -> str:
     return "+".join(parts) + f".L{layers.replace(',', '_')}"
 
 
-def load_student(spec: StudentSpec, cfg: Config, teacher_step: int, device) -> nn.Module:
-    """Load one student checkpoint, checking it fits the teacher and the request."""
-    path = spec.path(cfg.run_dir())
+def load_student(
+    spec: StudentSpec, cfg: Config, teacher_hash: str, teacher_step: int, device
+) -> nn.Module:
+    """Load the student of ``spec`` distilled with ``cfg``'s settings from the teacher whose
+    weights have the :func:`state_fingerprint` ``teacher_hash`` (at ``teacher_step``)."""
+    settings = student_settings(cfg, spec.site, spec.method, spec.size, teacher_hash)
+    path = student_dir(cfg.run_dir(), settings) / f"layer{spec.layer}.pt"
     if not path.is_file():
+        others = other_settings(cfg.run_dir(), settings)
         raise ReplacementError(
-            f"{path}: no student for {spec.key}; run `attnless distill` with "
-            f"--replace {spec.site}={spec.method}:{spec.size} first"
+            f"{path}: no student for {spec.key} distilled with these settings from this "
+            f"teacher ({cfg.distill.teacher_checkpoint} checkpoint, step {teacher_step}, "
+            f"weights {teacher_hash}); run `attnless distill` with "
+            f"--replace {spec.site}={spec.method}:{spec.size} and the same --set options first"
+            + "".join(f"\n  other settings (old -> new): {line}" for line in others)
         )
     payload = checkpoint.load(path, device)
-    student = build_student(spec, cfg)
-    expected = student_meta(spec, cfg, student)
     meta = payload.get("meta", {})
-    for key in ("site", "method", "size", "layer", "n", "d_model", "heads", "params"):
-        if meta.get(key) != expected[key]:
-            raise ReplacementError(
-                f"{path}: {key} is {meta.get(key)!r} but the request needs {expected[key]!r}"
-            )
-    distilled_from = meta.get("teacher", {}).get("step")
-    if distilled_from != teacher_step:
+    saved = {**meta.get("settings", {}), "layer": meta.get("layer")}
+    diffs = settings_diff(saved, {**settings, "layer": spec.layer})
+    if diffs:
         raise ReplacementError(
-            f"{path}: distilled from the teacher at step {distilled_from}, but the teacher "
-            f"checkpoint is at step {teacher_step}; distil again"
+            f"{path}: distilled with other settings than the request's (old -> new): "
+            + ", ".join(diffs)
         )
+    student = build_student(spec, cfg)
     try:
         student.load_state_dict(payload["student"])
     except RuntimeError as err:
@@ -101,7 +114,8 @@ def build_hybrid(
                     f"{a.key} replaces {paths[a]}, which contains {paths[b]} ({b.key})"
                 )
     device = next(teacher.parameters()).device
-    students = {spec: load_student(spec, cfg, teacher_step, device) for spec in specs}
+    teacher_hash = state_fingerprint(teacher.state_dict())
+    students = {spec: load_student(spec, cfg, teacher_hash, teacher_step, device) for spec in specs}
     model = copy.deepcopy(teacher)
     hybrid = Hybrid(model, specs, cfg.distill.n)
     for spec in sorted(specs, key=lambda s: -len(paths[s])):

@@ -316,7 +316,7 @@ def size_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
     csv_rows = []
     groups = _order([(r["corpus"], r["direction"], r["split"], r["layers"]) for r in cells], None)
     groups.sort(key=lambda g: (g[0], _index(order["direction"], g[1]), g[2]))
-    summary: dict[tuple, list[float]] = {}
+    summary: dict[tuple, dict[str, float]] = {}  # -> {direction: relative BLEU}
     for corpus, direction, split, layers in groups:
         rows = [
             r
@@ -339,7 +339,7 @@ def size_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
                     )
                     if row.get("relative_bleu") is not None:
                         key = (corpus, split, layers, variant, size)
-                        summary.setdefault(key, []).append(row["relative_bleu"])
+                        summary.setdefault(key, {})[direction] = row["relative_bleu"]
             md_rows.append(line)
         parts += [
             f"### {corpus} {direction}, layers {layers} (teacher BLEU {_num(teacher)})",
@@ -359,19 +359,30 @@ def size_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
                 line = [f"{variant} ({corpus}, layers {layers})"]
                 for size in sizes:
                     values = summary.get((corpus, split, layers, variant, size))
-                    line.append(f"{sum(values) / len(values):.1f}%" if values else "-")
+                    line.append(_mean_cell(values, len(directions)))
                 md_rows.append(line)
         parts += [
             f"### Mean % of the teacher's BLEU over {len(directions)} directions",
             "",
             _md(["replaced \\ size"] + sizes, md_rows),
             "",
-            _provenance(cells),
+            _provenance(cells) + " A mean over fewer directions names them.",
             "",
         ]
     headers = ["corpus", "direction", "split", "layers", "variant", "size", "bleu"]
     headers += ["relative_bleu", "teacher_bleu", "chrf"]
     return "\n".join(parts), _csv(headers, csv_rows)
+
+
+def _mean_cell(by_direction: dict[str, float] | None, directions: int) -> str:
+    """The mean relative BLEU over the directions measured; when some are missing, it names
+    the ones it averages."""
+    if not by_direction:
+        return "-"
+    text = f"{sum(by_direction.values()) / len(by_direction):.1f}%"
+    if len(by_direction) < directions:
+        text += f" ({', '.join(by_direction)} only)"
+    return text
 
 
 def _index(order: list, value: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -185,3 +186,9 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
+
+
+def fingerprint(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of ``obj``'s JSON form."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]

@@ -6,13 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import data_root
+from tests.helpers import data_root, missing_data
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The real corpora (ATTNLESS_DATA, default ../shared/data)."""
+def corpora_root() -> Path:
+    """The folder of the real corpora (ATTNLESS_DATA, default ../shared/data)."""
     root = data_root()
-    if not (root / "multi30k").is_dir():
-        pytest.skip(f"real corpora not found under {root} (set ATTNLESS_DATA)")
+    if not root.is_dir():
+        missing_data(f"real corpora not found at {root} (set ATTNLESS_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(corpora_root: Path) -> Path:
+    """The real corpora, with Multi30k (the tests' tiny runs train on it)."""
+    if not (corpora_root / "multi30k").is_dir():
+        missing_data(f"real corpora not found under {corpora_root} (set ATTNLESS_DATA)")
+    return corpora_root

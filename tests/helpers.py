@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from attnless import config as config_mod
 from attnless.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
+# Set to 1 by .ci/run: a test whose corpora are missing fails instead of being skipped.
+REQUIRE_DATA = "ATTNLESS_REQUIRE_DATA"
 
 
 def data_root() -> Path:
     return Path(os.environ.get("ATTNLESS_DATA") or REPO.parent / "shared" / "data").resolve()
+
+
+def missing_data(reason: str) -> NoReturn:
+    """Skip a test whose corpora are missing, or fail it where ``ATTNLESS_REQUIRE_DATA=1``
+    (CI), so that a suite cannot pass by skipping the tests on real data."""
+    if os.environ.get(REQUIRE_DATA) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_DATA}=1 forbids skipping it", pytrace=False)
+    pytest.skip(reason)
 
 
 def tiny_config(tmp_path: Path, data_dir: Path, *overrides: str) -> Config:

@@ -345,7 +345,10 @@ def test_ctrl_c_in_distill_lists_the_students_kept(
     assert result.exit_code == 130, result.output
     text = _text(result)
     assert f"kept 2 student checkpoints under {run / 'students'}" in text
-    assert "encoder.self/alr-XS/layer0.pt, encoder.self/alr-XS/layer1.pt" in text
+    # students/<site>/<method>-<size>/<settings key>/layer<i>.pt
+    assert re.search(
+        r"encoder\.self/alr-XS/\w+/layer0\.pt, encoder\.self/alr-XS/\w+/layer1\.pt", text
+    )
     assert "0 of them finished all 2 epochs" in text
     assert (
         f"resume with: attnless distill {run} --set distill.epochs=2 --set distill.batch_size=1000"

@@ -40,9 +40,7 @@ from attnless.data import (  # noqa: E402
 )
 
 DATA = Path(os.environ.get("ATTNLESS_DATA") or REPO / ".." / "shared" / "data").resolve()
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"real corpora not found at {DATA} (set ATTNLESS_DATA)"
-)
+needs_data = pytest.mark.usefixtures("corpora_root")  # skipped without them, failed in CI
 EN_DE = DATA / "iwslt2017" / "raw" / "2017-01-trnted" / "texts" / "en" / "de" / "en-de"
 M30K = DATA / "multi30k" / "task1" / "raw"
 REAL_DOWNLOAD_URL = fetch.download_url

@@ -3,20 +3,33 @@ evaluation, and clear errors for students that do not fit."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from attnless import checkpoint
+from attnless import config as config_mod
+from attnless.cli import app
 from attnless.config import Config
-from attnless.distill import Distiller, distill, parse_layers, parse_replace
+from attnless.distill import (
+    Distiller,
+    distill,
+    parse_layers,
+    parse_replace,
+    state_fingerprint,
+    student_dir,
+    student_settings,
+)
 from attnless.evaluate import evaluate
 from attnless.model.sites import ReplacementError
 from attnless.prepare import prepare
 from attnless.runs import read_json, read_jsonl
+from attnless.sweep.students import teacher_hash
 from attnless.train import train
-from tests.helpers import tiny_config
+from tests.helpers import REPO, tiny_config
 
 DISTILL = (
     "distill.n=50",
@@ -45,9 +58,23 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Con
 
 
 def _with(cfg: Config, *overrides: str) -> Config:
-    from attnless import config as config_mod
-
     return config_mod.load(cfg.run_dir(), list(overrides))
+
+
+def _student_file(cfg: Config, family: str, layer: int) -> Path:
+    """The checkpoint of ``family`` (``site=method:size``) at ``layer`` for ``cfg``'s settings."""
+    site, method, (size,) = parse_replace(family)
+    teacher = teacher_hash(cfg.run_dir(), cfg.distill.teacher_checkpoint)
+    assert teacher is not None
+    settings = student_settings(cfg, site, method, size, teacher)
+    return student_dir(cfg.run_dir(), settings) / f"layer{layer}.pt"
+
+
+def _fresh_run(cfg: Config, folder: Path, *overrides: str) -> Config:
+    """A copy of ``cfg``'s teacher run folder without students or scores, loaded with
+    ``overrides``."""
+    shutil.copytree(cfg.run_dir(), folder, ignore=shutil.ignore_patterns("students", "eval"))
+    return config_mod.load(folder, list(overrides))
 
 
 def test_two_methods_two_sizes_six_layers_share_one_teacher_pass(
@@ -114,55 +141,215 @@ def test_decoder_students_and_hybrid_evaluation(teacher_run: Config) -> None:
     assert (out / "test.first30.greedy.scores.json").is_file()
 
 
-def test_distillation_resumes_where_it_stopped(teacher_run: Config) -> None:
-    args = ("distill.replace=[encoder.self=elr:XS]", "distill.layers=2")
-    first = _with(teacher_run, *args, "distill.epochs=1")
-    distill(first, progress=False)
-    path = first.run_dir() / "students" / "encoder.self" / "elr-XS" / "layer2.pt"
-    after_one = checkpoint.load(path)
-    assert after_one["position"][0] == 1
-    second = _with(teacher_run, *args, "distill.epochs=2")
-    distill(second, progress=False)
-    after_two = checkpoint.load(path)
-    assert after_two["position"][0] == 2
-    assert after_two["position"][2] == 2 * after_one["position"][2]
-    assert len(after_two["history"]) == 2
+# fp32 on one thread: a student's arithmetic is then the same whatever else runs beside it
+EXACT = ("train.precision=fp32", "train.threads=1", "distill.lr=3e-3", "distill.layers=1")
+FAMILIES = (
+    "encoder.self=alr:XS",
+    "encoder.self=elr:XS",
+    "decoder.self=alr:XS",
+    "decoder.cross=alr:XS",
+)
 
 
-def test_students_that_do_not_fit_are_refused(teacher_run: Config, tmp_path: Path) -> None:
+def _assert_same_student(a: dict, b: dict) -> None:
+    """Same position, history, weights and Adam state (moments and step), bit for bit."""
+    assert a["position"] == b["position"]
+    assert a["history"] == b["history"]
+    assert a["student"].keys() == b["student"].keys()
+    for name, tensor in a["student"].items():
+        assert torch.equal(tensor, b["student"][name]), name
+    states = a["optimizer"]["state"]
+    assert states.keys() == b["optimizer"]["state"].keys() and states
+    for index, state in states.items():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(state[key], b["optimizer"]["state"][index][key]), (index, key)
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_shared_pass_students_equal_separately_distilled_ones(
+    teacher_run: Config, tmp_path: Path
+) -> None:
+    shared = _fresh_run(
+        teacher_run,
+        tmp_path / "shared",
+        *EXACT,
+        "distill.epochs=1",
+        f"distill.replace=[{', '.join(FAMILIES)}]",
+    )
+    distill(shared, progress=False)
+    for i, family in enumerate(FAMILIES):
+        alone = _fresh_run(
+            teacher_run,
+            tmp_path / f"alone{i}",
+            *EXACT,
+            "distill.epochs=1",
+            f"distill.replace=[{family}]",
+        )
+        distill(alone, progress=False)
+        a = checkpoint.load(_student_file(shared, family, 1))
+        b = checkpoint.load(_student_file(alone, family, 1))
+        assert a["position"][0] == 1 and a["position"][2] > 1
+        _assert_same_student(a, b)
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(
+    teacher_run: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    families = ("encoder.self=alr:XS", "decoder.cross=alr:XS")
+    args = (*EXACT, "distill.epochs=2", f"distill.replace=[{', '.join(families)}]")
+    straight = _fresh_run(teacher_run, tmp_path / "straight", *args)
+    distill(straight, progress=False)
+
+    broken = _fresh_run(teacher_run, tmp_path / "broken", *args)
+    real_step = Distiller.train_step
+
+    def interrupted(self: Distiller, learners: list, group: list) -> dict:
+        if learners[0].epoch == 1 and learners[0].batch_in_epoch == 2:  # its 3rd step
+            raise KeyboardInterrupt
+        return real_step(self, learners, group)
+
+    monkeypatch.setattr(Distiller, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distill(broken, progress=False)
+    monkeypatch.undo()
+    for family in families:  # on disk: the end of epoch 1
+        assert checkpoint.load(_student_file(broken, family, 1))["position"][:2] == (1, 0)
+    distill(broken, progress=False)
+    for family in families:
+        a = checkpoint.load(_student_file(straight, family, 1))
+        b = checkpoint.load(_student_file(broken, family, 1))
+        assert a["position"][:2] == (2, 0)
+        _assert_same_student(a, b)
+
+
+def test_state_fingerprint_follows_every_weight() -> None:
+    torch.manual_seed(0)
+    state = {"a.weight": torch.randn(3, 4), "b.bias": torch.randn(4), "step": torch.tensor(7)}
+    same = {k: v.clone() for k, v in reversed(state.items())}  # other order, other storage
+    assert state_fingerprint(same) == state_fingerprint(state)
+    nudged = dict(state, **{"a.weight": state["a.weight"].clone()})
+    nudged["a.weight"][2, 3] = torch.nextafter(nudged["a.weight"][2, 3], torch.tensor(9.0))
+    renamed = {("c.bias" if k == "b.bias" else k): v for k, v in state.items()}
+    other_dtype = dict(state, **{"b.bias": state["b.bias"].double()})
+    prints = {state_fingerprint(x) for x in (state, nudged, renamed, other_dtype)}
+    assert len(prints) == 4
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, output
+    return output
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_cli_distill_with_other_settings_never_reuses_students(teacher_run: Config) -> None:
+    """``attnless distill`` again with another learning rate or cross-attention masking trains
+    new students in their own folders; the finished ones stay as they are."""
+    run = str(teacher_run.run_dir())
+    base = ["distill", run, "--replace", "decoder.cross=alr:XS", "--layers", "5", "-q"]
+    base += ["--set", "distill.epochs=1", "--set", "train.threads=1"]
+    root = teacher_run.run_dir() / "students" / "decoder.cross" / "alr-XS"
+    _cli(*base)
+    (first,) = [p.parent for p in root.glob("*/layer5.pt")]
+    before = (first / "layer5.pt").read_bytes()
+    seen = {first}
+    for override, key, value in [
+        ("distill.lr=3e-3", "lr", 0.003),
+        ("distill.cross_causal=false", "cross_causal", False),
+    ]:
+        _cli(*base, "--set", override)
+        (new,) = {p.parent for p in root.glob("*/layer5.pt")} - seen
+        seen.add(new)
+        settings = read_json(new / "settings.json")["settings"]
+        assert (
+            settings[key] == value and read_json(first / "settings.json")["settings"][key] != value
+        )
+        trained = checkpoint.load(new / "layer5.pt")
+        assert trained["position"][0] == 1 and trained["meta"]["settings"] == settings
+        old = checkpoint.load(first / "layer5.pt")["student"]
+        assert any(not torch.equal(old[k], trained["student"][k]) for k in old)
+    _cli(*base)  # the first settings again: their finished student is used as it is
+    assert (first / "layer5.pt").read_bytes() == before
+    assert len(seen) == 3
+    # evaluating settings nobody distilled: no student, and the error says what differs
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", run, "--replace", "decoder.cross=alr:XS", "--layers", "5"]
+        + ["--set", "distill.epochs=1", "--set", "distill.lr=5e-3"],
+    )
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "no student for decoder.cross.alr-XS.5 distilled with these settings" in output
+    assert "lr 0.003 -> 0.005" in output and "lr 0.0001 -> 0.005" in output
+
+
+def test_students_of_other_settings_are_never_used(teacher_run: Config, tmp_path: Path) -> None:
     args = ("distill.replace=[encoder.self=alr:XS]", "distill.layers=3", "distill.epochs=1")
     cfg = _with(teacher_run, *args)
     distill(cfg, progress=False)
-    students = cfg.run_dir() / "students" / "encoder.self"
-    good = students / "alr-XS" / "layer3.pt"
-    # a student saved under another size's name: shapes and method do not match the request
-    wrong = students / "alr-S" / "layer3.pt"
+    good = _student_file(cfg, "encoder.self=alr:XS", 3)
+    assert read_json(good.parent / "settings.json")["settings"]["epochs"] == 1
+    # a student copied by hand into the folder of other settings (another size) is refused
+    other = _with(teacher_run, "distill.replace=[encoder.self=alr:S]", *args[1:])
+    wrong = _student_file(other, "encoder.self=alr:S", 3)
     wrong.parent.mkdir(parents=True, exist_ok=True)
     wrong.write_bytes(good.read_bytes())
     before = wrong.read_bytes()
-    bad = _with(teacher_run, "eval.replace=[encoder.self=alr:S]", "eval.layers=3")
-    with pytest.raises(ReplacementError, match="size is 'XS' but the request needs 'S'"):
+    bad = _with(teacher_run, "eval.replace=[encoder.self=alr:S]", "eval.layers=3", *args[1:])
+    with pytest.raises(ReplacementError, match=r"request's \(old -> new\): size 'XS' -> 'S'"):
         evaluate(bad, ["test"], progress=False)
+    # distilling with the folder's settings refuses to resume or overwrite it
+    with pytest.raises(ReplacementError, match=r"this job's \(old -> new\): size 'XS' -> 'S'"):
+        distill(other, progress=False)
     assert wrong.read_bytes() == before
-    # a student built for another fixed length n
-    with pytest.raises(ReplacementError, match="n is 50 but the request needs 40"):
-        evaluate(
-            _with(cfg, "eval.replace=[encoder.self=alr:XS]", "eval.layers=3", "distill.n=40"),
-            ["test"],
-        )
-    # distilling again into a folder with a mismatching student refuses to overwrite it
-    with pytest.raises(ReplacementError, match="size is 'XS'"):
-        distill(_with(teacher_run, "distill.replace=[encoder.self=alr:S]", "distill.layers=3"))
-    assert wrong.read_bytes() == before
-    # missing student
-    with pytest.raises(ReplacementError, match="no student for"):
-        evaluate(_with(teacher_run, "eval.replace=[encoder.self=aslr:M]", "eval.layers=3"))
-    # a student distilled from another teacher checkpoint
+    # a student distilled by another number of processes (other batches per update)
     payload = checkpoint.load(good)
-    payload["meta"]["teacher"]["step"] = -1
+    checkpoint.save(good, {**payload, "meta": {**payload["meta"], "processes": 2}})
+    with pytest.raises(ReplacementError, match="processes 2 -> 1"):
+        distill(cfg, progress=False)
     checkpoint.save(good, payload)
-    with pytest.raises(ReplacementError, match="distilled from the teacher at step -1"):
-        evaluate(_with(teacher_run, "eval.replace=[encoder.self=alr:XS]", "eval.layers=3"))
+    # settings nobody distilled: no student; the error names the others and how they differ
+    (good.parent.parent / "layer3.pt").write_bytes(good.read_bytes())  # the layout before
+    with pytest.raises(ReplacementError, match="alr-XS: students from before settings were"):
+        evaluate(
+            _with(
+                cfg,
+                "eval.replace=[encoder.self=alr:XS]",
+                "eval.layers=3",
+                *args,
+                "distill.epochs=7",
+            )
+        )
+    for override, diff in [("distill.epochs=2", "epochs 1 -> 2"), ("distill.n=40", "n 50 -> 40")]:
+        request = _with(cfg, "eval.replace=[encoder.self=alr:XS]", "eval.layers=3", *args, override)
+        with pytest.raises(
+            ReplacementError, match=rf"(?s)no student for .*{good.parent}: .*{diff}"
+        ):
+            evaluate(request, ["test"])
+    # a retrained teacher (other weights, same step): its students must be distilled again
+    moved = tmp_path / "run"
+    shutil.copytree(cfg.run_dir(), moved, ignore=shutil.ignore_patterns("eval"))
+    best = moved / "checkpoints" / "best.pt"
+    payload = checkpoint.load(best)
+    payload["model"]["decoder.norm.bias"] += 1e-3
+    checkpoint.save(best, payload)
+    old_hash = teacher_hash(cfg.run_dir(), "best")
+    new_hash = teacher_hash(moved, "best")
+    assert old_hash != new_hash
+    request = config_mod.load(
+        moved, ["eval.replace=[encoder.self=alr:XS]", "eval.layers=3", *args[2:]]
+    )
+    with pytest.raises(ReplacementError, match=f"teacher '{old_hash}' -> '{new_hash}'"):
+        evaluate(request, ["test"])
 
 
 @pytest.mark.parametrize(
@@ -187,6 +374,40 @@ def test_layer_ranges() -> None:
         parse_layers("4-6", 6)
     with pytest.raises(ReplacementError, match="expected all, 0-5 or 0,2,4"):
         parse_layers("first", 6)
+
+
+def test_distillation_batch_follows_the_corpus(tmp_path: Path) -> None:
+    """experiments/paper.yaml: 2,000 sentences on IWSLT2017 (the paper's), 256 on Multi30k;
+    ``--set`` gives one number for every corpus, or changes one corpus's."""
+    from attnless.sweep import expand, spec_from_dict
+
+    paper = REPO / "experiments" / "paper.yaml"
+
+    def batch(*overrides: str) -> int:
+        return config_mod.load(paper, list(overrides)).distill.batch_size
+
+    assert (batch(), batch("data.corpus=iwslt2017")) == (256, 2000)
+    assert batch("data.corpus=iwslt2017", "distill.batch_size=512") == batch(
+        "distill.batch_size=512"
+    )
+    assert batch("distill.batch_size=512") == 512
+    assert batch("distill.batch_size.multi30k=300") == 300
+    saved = config_mod.dump(config_mod.load(paper, ["data.corpus=iwslt2017"]))
+    assert "batch_size: 2000" in saved  # a run folder records the number it used
+    grid = {"corpus": ["multi30k", "iwslt2017"], "replace": [["encoder.self=alr"]], "size": ["M"]}
+    spec = spec_from_dict({"name": "b", "preset": "paper", "grid": grid}, "b.yaml")
+    cells = {c.corpus: c.config.distill.batch_size for c in expand(spec)}
+    assert cells == {"multi30k": 256, "iwslt2017": 2000}
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("data: {corpus: iwslt2017}\ndistill: {batch_size: {multi30k: 256}}\n")
+    with pytest.raises(
+        config_mod.ConfigError,
+        match=(
+            r"partial.yaml: distill.batch_size: no value for data.corpus 'iwslt2017'; "
+            r"the mapping gives multi30k"
+        ),
+    ):
+        config_mod.load(partial)
 
 
 def test_masked_mse_ignores_padding() -> None:
@@ -215,7 +436,7 @@ def test_hybrid_fine_tuning_is_reported_separately(teacher_run: Config) -> None:
     assert result["finetune_epochs"] == 1 and result["finetune_final_loss"] > 0
     plain = cfg.run_dir() / "eval" / "encoder.self-alr-XS.L4-5"
     assert not plain.exists()  # the fine-tuned hybrid does not overwrite the distilled one
-    student = cfg.run_dir() / "students" / "encoder.self" / "alr-XS" / "layer4.pt"
+    student = _student_file(cfg, "encoder.self=alr:XS", 4)
     assert checkpoint.load(student)["position"][0] == 3  # students on disk are untouched
 
 

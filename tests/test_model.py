@@ -11,41 +11,9 @@ import torch.nn.functional as F
 
 from attnless.config import ModelConfig
 from attnless.model import Seq2SeqTransformer, count_parameters
-from attnless.model.loss import linear_smoothed_cross_entropy, reference_smoothed_cross_entropy
+from attnless.model.loss import CHUNK_BYTES, linear_smoothed_cross_entropy
 from attnless.model.ops import attention, dropout, dropout_multipliers, keep_mask
 from attnless.model.transformer import PAD, Padding
-
-
-def reference_attention(q, k, v, keep=None, causal=False):
-    """softmax(q k^T / sqrt(d)) v one head at a time, with explicit loops over heads."""
-    b, h, t, d = q.shape
-    out = torch.empty_like(q)
-    for head in range(h):
-        scores = q[:, head] @ k[:, head].transpose(-1, -2) / math.sqrt(d)
-        if keep is not None:
-            scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
-        if causal:
-            s = k.size(2)
-            future = torch.ones(t, s, dtype=torch.bool).triu(s - t + 1)
-            scores = scores.masked_fill(future, float("-inf"))
-        out[:, head] = torch.softmax(scores, -1) @ v[:, head]
-    return out
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention_matches_reference(causal: bool) -> None:
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(3, 4, 7, 8, dtype=torch.float64) for _ in range(3))
-    keep = torch.ones(3, 7, dtype=torch.bool)
-    keep[1, 5:] = False
-    keep[2, 2:] = False
-    mask = None if causal else keep[:, None, None, :]
-    expected = reference_attention(q, k, v, None if causal else keep, causal)
-    sdpa = attention(q, k, v, mask, causal=causal)  # F.scaled_dot_product_attention
-    torch.testing.assert_close(sdpa, expected)
-    # the explicit CPU path used with dropout; p -> 0 makes it deterministic
-    math_path = attention(q, k, v, mask, causal=causal, dropout_p=1e-12)
-    torch.testing.assert_close(math_path, expected)
 
 
 def test_attention_dropout_path() -> None:
@@ -66,10 +34,42 @@ def test_attention_dropout_path() -> None:
     torch.testing.assert_close(low.float(), expected, atol=0.06, rtol=0.03)
 
 
-def test_attention_is_sdpa() -> None:
+def float64_attention(q, k, v, keep=None, causal=False):
+    """softmax(q k^T / sqrt(d)) v in float64, written out with exp and sums: ``keep`` (B, S)
+    marks real keys; ``causal`` lets query i of the last T positions see keys <= S - T + i."""
+    q, k, v = (x.double() for x in (q, k, v))
+    t, s = q.size(-2), k.size(-2)
+    scores = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(q.size(-1))
+    allowed = torch.ones(scores.shape, dtype=torch.bool)
+    if keep is not None:
+        allowed &= keep[:, None, None, :]
+    if causal:
+        query = torch.arange(t)[:, None] + (s - t)
+        allowed &= torch.arange(s)[None, :] <= query
+    exp = torch.where(allowed, (scores - scores.amax(-1, keepdim=True)).exp(), 0.0)
+    return torch.einsum("bhts,bhsd->bhtd", exp / exp.sum(-1, keepdim=True), v)
+
+
+@pytest.mark.parametrize("dropout_path", [False, True])
+@pytest.mark.parametrize(
+    ("queries", "padding", "causal"),
+    [(6, False, False), (6, True, False), (6, False, True), (6, True, True), (2, False, True)]
+    + [(2, True, True)],
+)
+def test_attention_is_sdpa(queries: int, padding: bool, causal: bool, dropout_path: bool) -> None:
+    """``attention()`` (SDPA, or the explicit CPU path taken with dropout; p -> 0 makes it
+    deterministic) against an independent float64 softmax attention, with padding masks,
+    causal masks (also over fewer queries than keys, as in cached decoding) and both."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 2, 5, 4) for _ in range(3))
-    torch.testing.assert_close(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    q = torch.randn(3, 4, queries, 16)
+    k, v = torch.randn(3, 4, 6, 16), torch.randn(3, 4, 6, 16)
+    keep = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 5 + [False]])
+    mask = keep[:, None, None, :] if padding else None
+    p = 1e-12 if dropout_path else 0.0
+    out = attention(q, k, v, mask, causal=causal, dropout_p=p)
+    expected = float64_attention(q, k, v, keep if padding else None, causal)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_parameter_counts_match_paper() -> None:
@@ -135,23 +135,52 @@ def test_incremental_decoder_equals_full_forward() -> None:
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_fused_loss_matches_reference() -> None:
+def smoothed_cross_entropy64(hidden, weight, bias, target, eps):
+    """The paper's label-smoothed cross-entropy (1 - eps on the gold token, eps spread over the
+    other V - 2 tokens but padding) and the NLL, summed, in float64."""
+    hidden, weight, bias = (x.double() for x in (hidden, weight, bias))
+    logits = hidden @ weight.T + bias
+    logp = logits - logits.logsumexp(-1, keepdim=True)
+    rows = torch.arange(len(target))
+    q = torch.full_like(logp, eps / (logits.size(-1) - 2))
+    q[:, PAD] = 0.0
+    q[rows, target] = 1.0 - eps
+    return -(q * logp).sum(), -logp[rows, target].sum()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "loss_tolerance", "grad_tolerance"),
+    [(torch.float32, 1e-6, 1e-5), (torch.bfloat16, 1e-4, 2e-2)],
+)
+def test_fused_loss_crosses_chunk_boundaries(
+    dtype: torch.dtype, loss_tolerance: float, grad_tolerance: float
+) -> None:
+    """Loss, NLL and the gradients of hidden states, weight and bias of the chunked fused loss
+    against float64 autograd, over a vocabulary and batch that span three chunks (the last one
+    partial), with the matmuls in fp32 and in bf16 (inputs rounded to bf16 for the oracle)."""
+    vocab, rows, eps = 8000, 1100, 0.1
+    chunk = CHUNK_BYTES // (4 * vocab)  # rows of fp32 logits per chunk
+    assert 2 * chunk < rows < 3 * chunk
     torch.manual_seed(0)
-    hidden = torch.randn(700, 16, requires_grad=True)
-    generator = torch.nn.Linear(16, 3000)
-    target = torch.randint(1, 3000, (700,))
-    loss, nll = linear_smoothed_cross_entropy(hidden, generator.weight, generator.bias, target, 0.1)
+    hidden = (2 * torch.randn(rows, 16)).requires_grad_()
+    generator = torch.nn.Linear(16, vocab)
+    target = torch.randint(PAD + 1, vocab, (rows,))
+    loss, nll = linear_smoothed_cross_entropy(
+        hidden, generator.weight, generator.bias, target, eps, compute_dtype=dtype
+    )
     (2 * loss).backward()
-    got = [hidden.grad.clone(), generator.weight.grad.clone(), generator.bias.grad.clone()]
-    hidden.grad = None
-    generator.zero_grad()
-    logits = generator(hidden)
-    expected = reference_smoothed_cross_entropy(logits, target, 0.1)
+    got = [hidden.grad, generator.weight.grad, generator.bias.grad]
+    leaves = [
+        x.detach().to(dtype).double().requires_grad_() for x in (hidden, *generator.parameters())
+    ]
+    expected, expected_nll = smoothed_cross_entropy64(*leaves, target, eps)
     (2 * expected).backward()
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
-    torch.testing.assert_close(nll, F.cross_entropy(logits, target, reduction="sum"))
-    for a, b in zip(got, [hidden.grad, generator.weight.grad, generator.bias.grad]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    close = {"rtol": loss_tolerance, "atol": 0.0}
+    torch.testing.assert_close(loss.double(), expected, **close)
+    torch.testing.assert_close(nll.double(), expected_nll, **close)
+    for name, a, b in zip(("hidden", "weight", "bias"), got, leaves):
+        atol = grad_tolerance * b.grad.abs().max()  # errors relative to the largest gradient
+        torch.testing.assert_close(a.double(), b.grad, rtol=0.0, atol=atol, msg=name)
 
 
 def test_fused_loss_without_smoothing_is_cross_entropy() -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from attnless.cli import app
@@ -22,6 +23,7 @@ from attnless.locks import BOOT_ID, HOST, PID_NS, FileLock
 from attnless.report import params_table, report
 from attnless.sweep import (
     SpecError,
+    Sweep,
     expand,
     load_spec,
     parse_shard,
@@ -107,7 +109,7 @@ def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
     run_dir = Path(run_dirs.pop())
     assert run_dir.parent.parent == demo_sweep.parent / "runs"
     assert run_dir.name.startswith("smoke-")
-    markers = list((run_dir / "students").glob("*/*/sweep.json"))
+    markers = list((run_dir / "students").glob("*/*/*/sweep.json"))
     assert len(markers) == 8
     calls = {json.loads(m.read_text())["call"] for m in markers}
     assert len(calls) == 8  # one call per cell, each cell scored as soon as it can be
@@ -211,6 +213,25 @@ def test_sweep_killed_mid_cell_resumes_without_recomputing(tmp_path: Path, data_
     assert not list((out / "locks").glob("*.lock"))  # the killed holder's lock was taken over
 
 
+def test_rerun_removes_the_lock_a_killed_holder_left_on_a_recorded_cell(tmp_path: Path) -> None:
+    """A sweep killed between appending a cell's line and releasing the cell's lock leaves the
+    lock behind; the next run removes it (a live holder's lock stays)."""
+    spec = load_spec(_six_cells(tmp_path, "locks"))
+    out = tmp_path / "sweeps" / "locks"
+    sweep = Sweep(spec, out, progress=False, say=lambda _: None)
+    lines = [{"kind": "cell", "cell_id": c.id} for c in sweep.cells]
+    (out / "locks").mkdir(parents=True)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = {"host": HOST, "boot_id": BOOT_ID, "pid_ns": PID_NS, "token": "t"}
+    stale, live = (out / "locks" / f"{c.id}.lock" for c in sweep.cells[:2])
+    stale.write_text(json.dumps({**info, "pid": dead.pid, "started": time.time()}))
+    live.write_text(json.dumps({**info, "pid": os.getpid(), "started": time.time()}))
+    assert sweep.run()["skipped"] == 6
+    assert not stale.exists() and live.exists()
+
+
 def test_concurrent_shards_share_the_teacher_and_split_the_students(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -233,11 +254,55 @@ def test_concurrent_shards_share_the_teacher_and_split_the_students(
     assert {c["shard"] for c in cells} == {"0/2", "1/2"}
     assert sum(r["kind"] == "teacher" for r in records) == 1  # trained and scored once
     (run_dir,) = {c["run_dir"] for c in cells}
-    markers = [json.loads(m.read_text()) for m in Path(run_dir).glob("students/*/*/sweep.json")]
+    markers = [json.loads(m.read_text()) for m in Path(run_dir).glob("students/*/*/*/sweep.json")]
     assert len(markers) == 6
     # each family distilled once, by the shard that needed it (one call per cell)
     assert len({m["call"] for m in markers}) == 6
     assert not list(Path(run_dir).parent.glob("*.lock"))
+
+
+def test_sweep_with_other_distill_settings_never_reuses_students(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-running a sweep with ``--set distill.cross_causal=false`` or another learning rate
+    distils new students in their own folders: it neither resumes nor relabels the old ones."""
+    monkeypatch.setenv("ATTNLESS_DATA", str(data_dir))
+    spec = tmp_path / "cross.yaml"
+    grid = {"replace": [["decoder.cross=alr"]], "size": ["XS"], "layers": ["1"]}
+    spec.write_text(json.dumps({"name": "cross", "preset": str(SMOKE), "grid": grid, "set": TINY}))
+    out = tmp_path / "sweeps" / "cross"
+    threads = torch.get_num_threads()
+
+    def run(*overrides: str) -> dict:
+        """The sweep's new cell record and its students' folder."""
+        before = {r.get("cell_id") for r in read_results(out / "results.jsonl")}
+        Sweep(load_spec(spec, overrides=list(overrides)), out, progress=False).run()
+        (cell,) = [
+            r
+            for r in read_results(out / "results.jsonl")
+            if r["kind"] == "cell" and r["cell_id"] not in before
+        ]
+        return cell["times"]["distill_calls"]["decoder.cross/alr/XS"]
+
+    try:
+        first = run()
+        before = (Path(first["folder"]) / "layer1.pt").read_bytes()
+        folders = {first["folder"]}
+        for override, key, value in [
+            ("distill.cross_causal=false", "cross_causal", False),
+            ("distill.lr=3e-3", "lr", 0.003),
+        ]:
+            students = run(override)
+            assert students["folder"] not in folders and students["call"] != first["call"]
+            folders.add(students["folder"])
+            folder = Path(students["folder"])
+            assert json.loads((folder / "settings.json").read_text())["settings"][key] == value
+            assert (folder / "layer1.pt").is_file()
+    finally:
+        torch.set_num_threads(threads)
+    assert (Path(first["folder"]) / "layer1.pt").read_bytes() == before
+    root = Path(first["folder"]).parent
+    assert sorted(str(p.parent) for p in root.glob("*/layer1.pt")) == sorted(folders)
 
 
 # --------------------------------------------------------------------------- dry run, shards
@@ -414,6 +479,125 @@ def test_parameter_table_matches_the_paper() -> None:
     assert int(rows[("decoder.cross=alr", "L")][2]) == 122_931_200
     assert int(rows[("encoder.self=alr", "M")][3]) == 49_536  # Q/K/V of one attention
     assert int(rows[("encoder.self=elr", "M")][3]) == 198_272  # one encoder layer
+
+
+SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.4.0"
+
+
+def _teacher_line(tid: str, direction: str, bleu: float, chrf: float) -> dict:
+    score = {"test_set": "flickr", "bleu": bleu, "chrf": chrf, "bleu_signature": SIGNATURE}
+    return {
+        "kind": "teacher",
+        "teacher_id": tid,
+        "corpus": "multi30k",
+        "direction": direction,
+        "preset": "paper",
+        "scores": {"test": score},
+        "train_seconds": 100.0,
+        "step": 2000,
+    }
+
+
+def _cell_line(cid: str, direction: str, method: str, size: str, *scores: float) -> dict:
+    bleu, teacher, relative, chrf = scores
+    score = {"test_set": "flickr", "bleu": bleu, "chrf": chrf, "teacher_bleu": teacher}
+    score |= {"relative_bleu": relative, "bleu_signature": SIGNATURE}
+    return {
+        "kind": "cell",
+        "cell_id": cid,
+        "corpus": "multi30k",
+        "direction": direction,
+        "replace": [f"encoder.self={method}"],
+        "variant": method.upper(),
+        "size": size,
+        "layers": "all",
+        "teacher_id": f"t-{direction}",
+        "student_params": 1000,
+        "replaced_params": 500,
+        "params_ratio": 2.0,
+        "seed": 1,
+        "times": {"teacher_train_seconds": 100.0, "distill_seconds": 10.0, "eval_seconds": 1.5},
+        "config": {"model": {"encoder_layers": 6, "decoder_layers": 6}},
+        "scores": {"test": score},
+    }
+
+
+def test_report_of_a_hand_written_results_file(tmp_path: Path) -> None:
+    """Every table value and CSV row, from results typed in by hand: a teacher and a cell
+    appear twice (their last lines win, in the place of their first), and one cell is missing
+    (ELR S on de-en; ELR on en-de)."""
+    sweep = tmp_path / "hand"
+    sweep.mkdir()
+    spec = {"name": "hand", "preset": "paper", "set": []}
+    spec["grid"] = {"direction": ["de-en", "en-de"], "size": ["XS", "S"]}
+    spec["grid"]["replace"] = [["encoder.self=alr"], ["encoder.self=elr"]]
+    (sweep / "spec.yaml").write_text(json.dumps(spec))
+    records = [
+        _teacher_line("t-de-en", "de-en", 39.0, 59.0),
+        _cell_line("c1", "de-en", "alr", "XS", 20.0, 40.0, 50.0, 45.0),
+        _cell_line("c5", "en-de", "alr", "S", 12.0, 30.0, 40.0, 35.0),
+        _cell_line("c2", "de-en", "alr", "S", 30.0, 40.0, 75.0, 52.5),
+        _teacher_line("t-en-de", "en-de", 30.0, 55.0),
+        _cell_line("c3", "de-en", "elr", "XS", 10.0, 40.0, 25.0, 30.0),
+        _cell_line("c4", "en-de", "alr", "XS", 15.0, 30.0, 50.0, 40.0),
+        _teacher_line("t-de-en", "de-en", 40.0, 60.0),
+        _cell_line("c5", "en-de", "alr", "S", 21.0, 30.0, 70.0, 50.0),
+    ]
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = report(sweep)
+    assert (summary["cells"], summary["teachers"], summary["warnings"]) == (5, 2, [])
+    out = sweep / "report"
+    assert (out / "teacher_bleu.csv").read_text() == (
+        "corpus,split,direction,test_set,bleu,chrf\n"
+        "multi30k,test,de-en,flickr,40.0,60.0\n"
+        "multi30k,test,en-de,flickr,30.0,55.0\n"
+    )
+    assert (out / "bleu_by_size.csv").read_text() == (
+        "corpus,direction,split,layers,variant,size,bleu,relative_bleu,teacher_bleu,chrf\n"
+        "multi30k,de-en,test,all,ALR,XS,20.0,50.0,40.0,45.0\n"
+        "multi30k,de-en,test,all,ALR,S,30.0,75.0,40.0,52.5\n"
+        "multi30k,de-en,test,all,ELR,XS,10.0,25.0,40.0,30.0\n"
+        "multi30k,en-de,test,all,ALR,XS,15.0,50.0,30.0,40.0\n"
+        "multi30k,en-de,test,all,ALR,S,21.0,70.0,30.0,50.0\n"
+    )
+    rows = [
+        "c1,de-en,ALR,XS,20.0,45.0,40.0,50.0",
+        "c5,en-de,ALR,S,21.0,50.0,30.0,70.0",
+        "c2,de-en,ALR,S,30.0,52.5,40.0,75.0",
+        "c3,de-en,ELR,XS,10.0,30.0,40.0,25.0",
+        "c4,en-de,ALR,XS,15.0,40.0,30.0,50.0",
+    ]
+    expected = [
+        "cell_id,corpus,direction,variant,replace,size,layers,split,test_set,bleu,chrf,"
+        "teacher_bleu,relative_bleu,student_params,replaced_params,params_ratio,"
+        "teacher_train_seconds,distill_seconds,eval_seconds,seed,bleu_signature"
+    ]
+    for row in rows:
+        cid, direction, variant, size, *values = row.split(",")
+        method = f"encoder.self={variant.lower()}"
+        expected.append(
+            f"{cid},multi30k,{direction},{variant},{method},{size},all,test,flickr,"
+            + ",".join(values)
+            + f",1000,500,2.0,100.0,10.0,1.5,1,{SIGNATURE}"
+        )
+    assert _lines(out / "results.csv") == expected
+    md = (out / "report.md").read_text().splitlines()
+    for line in [
+        "| model | de-en | en-de |",
+        "| Transformer (multi30k, test) | 40.00 / chrF 60.0 | 30.00 / chrF 55.0 |",
+        "### multi30k de-en, layers all (teacher BLEU 40.00)",
+        "| ALR | 20.00 (50.0%) | 30.00 (75.0%) |",
+        "| ELR | 10.00 (25.0%) | - |",
+        "### multi30k en-de, layers all (teacher BLEU 30.00)",
+        "| ALR | 15.00 (50.0%) | 21.00 (70.0%) |",
+        "### Mean % of the teacher's BLEU over 2 directions",
+        "| ALR (multi30k, layers all) | 50.0% | 72.5% |",
+        "| ELR (multi30k, layers all) | 25.0% (de-en only) | - |",
+        f"Test set: flickr (split test). BLEU: sacreBLEU, signature `{SIGNATURE}`.",
+    ]:
+        assert line in md, line
+    en_de = md[md.index("### multi30k en-de, layers all (teacher BLEU 30.00)") :]
+    assert "| replaced \\ size | XS | S |" in en_de[:4] and not en_de[4].startswith("| ELR")
 
 
 def test_layer_report_from_records(tmp_path: Path) -> None:

@@ -77,16 +77,23 @@ def attention(
     in fp32 even under bf16 autocast: on short rows the CPU's bf16 softmax forward + backward
     measured 4x slower than fp32, and fp32 is the more accurate of the two. Masks are added as
     ``-inf`` biases (one op forward, none backward) rather than ``masked_fill``.
+
+    ``mask`` is boolean (True: the key takes part), broadcast to (B, H, T, S). ``causal`` lets
+    the i-th of the T queries, taken as the last T of the S positions (cached decoding), see
+    keys ``<= S - T + i``; with a ``mask`` both apply.
     """
+    t, s = q.size(-2), k.size(-2)
+    if causal and (mask is not None or t != s):  # SDPA's is_causal: square, no mask only
+        allowed = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+        mask, causal = allowed if mask is None else mask & allowed, False
     if dropout_p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal and mask is None
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal
         )
     scores = torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-2, -1))
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     if causal:
-        t, s = q.size(-2), k.size(-2)
-        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores + torch.zeros(mask.shape, device=q.device).masked_fill_(~mask, -math.inf)
     weights = torch.softmax(scores, dim=-1)

@@ -24,7 +24,9 @@ Layout. ``--out`` is the sweep folder (default ``sweeps/<name>``); teachers live
 teacher configuration, ``<runs>/<corpus>.<src>-<tgt>/<preset>-<hash of the teacher settings>``,
 holding the teacher, its students and their evaluations. All sweeps of one sweeps folder share
 teachers and students (the encoder, decoder and layer sweeps need the same four teachers, and
-the layer sweep's students are the encoder sweep's ALR students)::
+the layer sweep's students are the encoder sweep's ALR students); students of other
+distillation settings, or of a retrained teacher, live in other folders and are never reused
+(:func:`attnless.distill.student_settings`)::
 
     sweeps/
       runs/multi30k.de-en/paper-1a2b3c4d/   teacher run folder (+ students/, eval/)

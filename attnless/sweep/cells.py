@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 from attnless import config as config_mod
 from attnless.config import Config
 from attnless.model.sites import ReplacementError
+from attnless.runs import fingerprint
 from attnless.sweep.spec import SWEEP_KEYS, Spec, SpecError
 
 # Settings that say where and how verbosely a job runs, not what it computes.
@@ -72,12 +71,6 @@ def settings(cfg: Config, sections: tuple[str, ...] | None = None) -> dict[str, 
         values = {k: v for k, v in values.items() if k in sections or k == "seed"}
     diff = _nondefault(values, defaults)
     return {} if diff is _SAME else diff
-
-
-def fingerprint(obj: Any, length: int = 12) -> str:
-    """A short, stable hash of ``obj``'s JSON form."""
-    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:length]
 
 
 def teacher_id(cfg: Config) -> str:

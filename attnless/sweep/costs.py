@@ -10,7 +10,7 @@ from attnless.config import Config
 from attnless.runs import read_json
 from attnless.sweep.cells import Cell, Family
 from attnless.sweep.params import student_params, student_shape, teacher_params
-from attnless.sweep.students import distill_settings, family_done
+from attnless.sweep.students import family_dir, family_done, teacher_hash
 
 # Corpus sizes for estimates before a teacher's run folder exists (then data.json is used).
 # Token counts per sentence are for an 8k joint BPE (measured on Multi30k de-en; IWSLT assumed).
@@ -270,9 +270,8 @@ def make_plan(
     decoder_side: dict[Path, bool] = {}
     for (run_dir, fam), layers in needed.items():
         cell = config_of[run_dir]
-        step = teacher_steps.get(cell.teacher)
-        wanted = distill_settings(cell.config)
-        if family_done(run_dir, fam, sorted(layers), wanted, step):
+        sha = teacher_hash(run_dir, cell.config.distill.teacher_checkpoint)
+        if sha and family_done(family_dir(cell.config, fam, sha), sorted(layers)):
             families[(run_dir, fam)] = 0.0
             continue
         families[(run_dir, fam)] = est.family(cell.config, fam, len(layers), run_dir)

@@ -138,7 +138,8 @@ def cell_record(
     for fam in cell.families():
         marker = students.get(fam) or {}
         fam_info["/".join(fam)] = {
-            k: marker.get(k) for k in ("call", "seconds", "students_in_call", "layers", "precision")
+            k: marker.get(k)
+            for k in ("call", "seconds", "students_in_call", "layers", "precision", "folder")
         }
         if marker.get("call"):
             calls[marker["call"]] = marker.get("seconds", 0.0)

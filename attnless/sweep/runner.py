@@ -31,12 +31,12 @@ from attnless.sweep.results import (
 from attnless.sweep.spec import Spec
 from attnless.sweep.students import (
     distill_calls,
-    distill_settings,
     family_dir,
     family_done,
     family_lock,
     lock_beside,
     read_json_quiet,
+    teacher_hash,
 )
 
 # The package's logger, as before the package was split into modules (log lines name it).
@@ -154,6 +154,7 @@ class Sweep:
     def _run(self) -> dict[str, Any]:
         records = self.records()
         done = self.done_ids(records)
+        self._clear_stale_locks(done)
         pending = [c for c in self.mine if c.id not in done]
         i, n = self.shard
         where = f" (shard {i}/{n})" if n > 1 else ""
@@ -246,22 +247,28 @@ class Sweep:
         """Distil every student the cells of ``group`` need; returns the family markers."""
         cfg = group[0].config
         run_dir = cfg.run_dir()
-        wanted = distill_settings(cfg)
-        step = teacher.get("step")
+        which = cfg.distill.teacher_checkpoint
+        sha = teacher_hash(run_dir, which)
+        if sha is None:
+            raise FileNotFoundError(
+                f"{run_dir / 'checkpoints' / (which + '.pt')}: the teacher checkpoint "
+                f"distill.teacher_checkpoint={which} names does not exist"
+            )
         needed: dict[Family, set[int]] = {}
         for cell in group:
             for fam, layers in cell.families().items():
                 needed.setdefault(fam, set()).update(layers)
+        folders = {fam: family_dir(cfg, fam, sha) for fam in needed}
         remaining = {fam: sorted(layers) for fam, layers in needed.items()}
         announced: set[str] = set()
         while remaining:
             taken: dict[Family, FileLock] = {}
             try:
                 for fam in list(remaining):
-                    if family_done(run_dir, fam, remaining[fam], wanted, step):
+                    if family_done(folders[fam], remaining[fam]):
                         del remaining[fam]
                         continue
-                    lock = family_lock(run_dir, fam)
+                    lock = family_lock(folders[fam], fam)
                     if not lock.try_acquire():
                         info, _ = lock.read()
                         holder = describe_holder(info)
@@ -270,11 +277,12 @@ class Sweep:
                             announced.add(holder)
                         continue
                     taken[fam] = lock
-                    if family_done(run_dir, fam, remaining[fam], wanted, step):
+                    if family_done(folders[fam], remaining[fam]):
                         lock.release()
                         del taken[fam], remaining[fam]
                 if taken:
-                    self._distill(cfg, {fam: remaining[fam] for fam in taken}, wanted, step)
+                    chosen = {fam: remaining[fam] for fam in taken}
+                    self._distill(cfg, chosen, folders, teacher.get("step"))
                     for fam in taken:
                         del remaining[fam]
             finally:
@@ -282,15 +290,13 @@ class Sweep:
                     lock.release()
             if remaining and not taken:
                 time.sleep(self.poll)
-        return {
-            fam: read_json_quiet(family_dir(run_dir, fam) / "sweep.json") or {} for fam in needed
-        }
+        return {fam: read_json_quiet(folders[fam] / "sweep.json") or {} for fam in needed}
 
     def _distill(
         self,
         cfg: Config,
         families: dict[Family, list[int]],
-        wanted: dict,
+        folders: dict[Family, Path],
         teacher_step: int | None,
     ) -> None:
         from attnless.distill import distill
@@ -314,17 +320,14 @@ class Sweep:
             summary = distill(dcfg, progress=self.progress)
             seconds = time.perf_counter() - start
             for fam in fams:
-                folder = family_dir(cfg.run_dir(), fam)
+                folder = folders[fam]
                 old = read_json_quiet(folder / "sweep.json") or {}
-                merged = set(layers)
-                if old.get("settings") == wanted and old.get("teacher_step") == teacher_step:
-                    merged |= set(old.get("layers", []))
                 write_json(
                     folder / "sweep.json",
                     {
                         "family": list(fam),
-                        "layers": sorted(merged),
-                        "settings": wanted,
+                        "folder": str(folder),
+                        "layers": sorted(set(layers) | set(old.get("layers", []))),
                         "teacher_step": teacher_step,
                         "call": call,
                         "seconds": seconds,
@@ -339,10 +342,21 @@ class Sweep:
 
     # ---------------------------------------------------------------- cells
 
+    def _cell_lock(self, cell: Cell) -> FileLock:
+        return FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
+
+    def _clear_stale_locks(self, done: set[str]) -> None:
+        """Remove the locks of recorded cells left by holders killed between recording the
+        cell and releasing its lock (a live holder's lock stays)."""
+        for cell in self.mine:
+            lock = self._cell_lock(cell)
+            if cell.id in done and lock.path.exists() and lock.try_acquire():
+                lock.release()
+
     def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
         from attnless.evaluate import evaluate
 
-        lock = FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
+        lock = self._cell_lock(cell)
         if not lock.try_acquire():
             info, _ = lock.read()
             self.say(

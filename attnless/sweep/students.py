@@ -1,8 +1,10 @@
 """Student families on disk: folders, locks, completion markers, and how to batch distillation.
 
-A family is one (site, method, size); its students (one per layer) live in
-``<teacher run>/students/<site>/<method>-<size>/``, beside a lock file, with a ``sweep.json``
-marker naming the layers a sweep distilled there and the settings it used.
+A family is one (site, method, size); its students (one per layer) distilled with one set of
+settings from one teacher live in ``<teacher run>/students/<site>/<method>-<size>/<key>/``
+(:func:`attnless.distill.student_dir`), beside a lock file, with a ``sweep.json`` marker naming
+the layers a sweep distilled there. A sweep with other settings (``--set distill.lr=...``) or a
+retrained teacher gets other folders, so it never reuses students trained otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from attnless import checkpoint
 from attnless.config import Config
+from attnless.distill import state_fingerprint, student_dir, student_settings
 from attnless.locks import FileLock
 from attnless.runs import read_json
 from attnless.sweep.cells import Family
@@ -21,13 +25,21 @@ from attnless.sweep.params import student_params
 # weights, gradients and Adam's two moments in fp32
 BYTES_PER_STUDENT_PARAM = 16
 
+_TEACHER_HASHES: dict[tuple[str, int, int], str] = {}
 
-def distill_settings(cfg: Config) -> dict[str, Any]:
-    """What decides a student's training (a finished student is reused only if these match)."""
-    d = cfg.to_dict()["distill"]
-    for key in ("replace", "layers", "progress", "log_every", "validate_every_epoch"):
-        d.pop(key, None)
-    return {"distill": d, "seed": cfg.seed, "precision": cfg.train.precision}
+
+def teacher_hash(run_dir: Path, which: str) -> str | None:
+    """The :func:`~attnless.distill.state_fingerprint` of the weights in the teacher checkpoint
+    ``which`` of ``run_dir`` (None while there is none), computed once per file version."""
+    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _TEACHER_HASHES:
+        _TEACHER_HASHES[key] = state_fingerprint(checkpoint.load(path)["model"])
+    return _TEACHER_HASHES[key]
 
 
 def memory_budget(device: str = "auto") -> int:
@@ -51,13 +63,15 @@ def lock_beside(folder: Path, what: str) -> FileLock:
     return FileLock(folder.with_name(folder.name + ".lock"), what)
 
 
-def family_dir(run_dir: Path, family: Family) -> Path:
+def family_dir(cfg: Config, family: Family, teacher: str) -> Path:
+    """The folder of ``family``'s students distilled with ``cfg`` from the teacher whose
+    weights hash to ``teacher``."""
     site, method, size = family
-    return run_dir / "students" / site / f"{method}-{size}"
+    return student_dir(cfg.run_dir(), student_settings(cfg, site, method, size, teacher))
 
 
-def family_lock(run_dir: Path, family: Family) -> FileLock:
-    return lock_beside(family_dir(run_dir, family), f"students {'/'.join(family)}")
+def family_lock(folder: Path, family: Family) -> FileLock:
+    return lock_beside(folder, f"students {'/'.join(family)}")
 
 
 def read_json_quiet(path: Path) -> Any:
@@ -68,22 +82,10 @@ def read_json_quiet(path: Path) -> Any:
         return None
 
 
-def family_done(
-    run_dir: Path,
-    family: Family,
-    layers: list[int],
-    wanted: dict[str, Any],
-    teacher_step: int | None = None,
-) -> bool:
-    """Whether a sweep already distilled this family at ``layers`` with these settings (from
-    the teacher checkpoint at ``teacher_step``, when given)."""
-    folder = family_dir(run_dir, family)
+def family_done(folder: Path, layers: list[int]) -> bool:
+    """Whether a sweep already distilled the students of ``layers`` in ``folder``."""
     marker = read_json_quiet(folder / "sweep.json")
-    if not marker or marker.get("settings") != wanted:
-        return False
-    if teacher_step is not None and marker.get("teacher_step") != teacher_step:
-        return False
-    if not set(layers) <= set(marker.get("layers", [])):
+    if not marker or not set(layers) <= set(marker.get("layers", [])):
         return False
     return all((folder / f"layer{i}.pt").is_file() for i in layers)
 
