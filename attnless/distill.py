@@ -555,6 +555,16 @@ class Distiller:
             student.history.append(record)
             self._log({"kind": "distill_epoch", "student": student.spec.key, **record})
             self.save(student)
+        if self.ctx.is_main:
+            mse = "  ".join(
+                f"{s.spec.key.split('.', 2)[-1]} {valid[s.spec.key]:.4g}"
+                for s in students
+                if s.spec.key in valid
+            )
+            log.info(
+                f"distill epoch {students[0].epoch}/{self.cfg.distill.epochs}  "
+                f"{len(students)} students" + (f"  valid mse {mse}" if mse else "")
+            )
 
     @torch.no_grad()
     def validate(self, students: list[Student] | None = None) -> dict[str, float]:

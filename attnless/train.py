@@ -151,6 +151,16 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed * 1_000_003 + 7_919 * rank
 
 
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/20  step 1,014  valid loss 3.58  ppl 14.7  6,116 tok/s`` from an epoch record."""
+    parts = [f"epoch {record['epoch']}/{epochs}", f"step {record['step']:,}"]
+    if "valid_loss" in record:
+        parts.append(f"valid loss {record['valid_loss']:.3f}")
+        parts.append(f"ppl {record['valid_ppl']:.1f}")
+    parts.append(f"{record['train_tokens_per_s']:,.0f} tok/s")
+    return "  ".join(parts)
+
+
 class Trainer:
     """Owns the model, optimizer and schedule of one run; ``fit`` trains to the configured end.
 
@@ -433,7 +443,7 @@ class Trainer:
         if self.ctx.is_main:
             if self.cfg.train.average_last > 0:
                 self._save_average()
-            log.info("epoch %d: %s", state.epoch, record)
+            log.info(epoch_line(record, self.cfg.train.epochs))
 
     def _save_average(self) -> None:
         """Keep this epoch's weights (``epoch<N>.weights.pt``, the last ``train.average_last``

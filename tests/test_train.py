@@ -163,3 +163,18 @@ def test_resumed_run_keeps_the_precision_auto_chose(
     assert checkpoint.load(cfg.run_dir() / "checkpoints" / "last.pt")["precision"] == "bf16"
     monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 0.5)  # another machine
     assert Trainer(cfg, prepare(cfg), progress=False).dtype == torch.bfloat16
+
+
+def test_epoch_log_line_is_readable() -> None:
+    from attnless.train import epoch_line
+
+    record = {
+        "epoch": 3,
+        "step": 1014,
+        "valid_loss": 3.5812,
+        "valid_ppl": 14.71,
+        "train_tokens_per_s": 6116.4,
+    }
+    assert epoch_line(record, 20) == (
+        "epoch 3/20  step 1,014  valid loss 3.581  ppl 14.7  6,116 tok/s"
+    )
