@@ -310,9 +310,12 @@ def translate(
             "translation empty, warn, and translate the rest).",
         ),
     ] = False,
+    replace: ReplaceOpt = None,
+    layers: LayersOpt = None,
 ) -> None:
     """Translate raw source sentences, one per line (only a newline ends a line), with the
-    trained teacher: exactly one output line per input line."""
+    trained teacher, or with a hybrid (--replace, --layers): exactly one output line per
+    input line."""
     from attnless import hardware
     from attnless.checkpoint import load_model
     from attnless.data.textio import read_input_lines
@@ -327,15 +330,27 @@ def translate(
         set_,
         _option("--beam", "decode.beam", beam),
         _option("--checkpoint", "eval.checkpoint", checkpoint),
+        _option("--replace", "eval.replace", replace),
+        _option("--layers", "eval.layers", layers),
     )
     source = str(input_file) if input_file else "standard input"
     try:
         lines = read_input_lines(input_file)
         check_compatible(cfg.run_dir(), cfg)
         device = hardware.resolve_device(cfg.train.device)
-        model, _ = load_model(cfg.run_dir(), cfg.eval.checkpoint, device)
+        hybrid = None
+        if cfg.eval.replace:  # students distilled from distill.teacher_checkpoint
+            from attnless.hybrid import build_hybrid
+
+            model, payload = load_model(cfg.run_dir(), cfg.distill.teacher_checkpoint, device)
+            step = payload["state"]["step"]
+            hybrid = build_hybrid(model, step, cfg, cfg.eval.replace, cfg.eval.layers)
+        else:
+            model, _ = load_model(cfg.run_dir(), cfg.eval.checkpoint, device)
         tokenizer = Tokenizer.load(cfg.run_dir())
-        hyps, stats = translate_lines(model, tokenizer, lines, cfg, source=source, strict=strict)
+        hyps, stats = translate_lines(
+            model, tokenizer, lines, cfg, source=source, strict=strict, hybrid=hybrid
+        )
     except (ValueError, OSError) as err:
         _fail(err)
     _warn_too_long(source, stats)

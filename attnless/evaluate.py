@@ -90,6 +90,34 @@ def translate_ids(
     return hyps, time.perf_counter() - start
 
 
+def translate_hybrid_ids(
+    hybrid: Any,
+    teacher: torch.nn.Module,
+    src_ids: list[list[int]],
+    cfg: Config,
+    progress: bool = False,
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Hypotheses of ``hybrid`` (a :class:`attnless.hybrid.Hybrid`); sources longer than its
+    networks' n positions (encoder-side students) are translated by ``teacher`` and counted.
+    Statistics: the hybrid's own decoding speed, ``teacher_fallback``, ``length_capped``."""
+    n = hybrid.n
+    fits = [not hybrid.encoder_side or len(ids) <= n for ids in src_ids]
+    inside = [i for i, ok in enumerate(fits) if ok]
+    outside = [i for i, ok in enumerate(fits) if not ok]
+    positions = n if hybrid.decoder_side else None
+    hyp_in, seconds = translate_ids(
+        hybrid.model, [src_ids[i] for i in inside], cfg, progress, positions
+    )
+    hyp_out, _ = translate_ids(teacher, [src_ids[i] for i in outside], cfg)
+    hyp_ids: list[list[int]] = [[] for _ in src_ids]
+    for i, hyp in zip(inside + outside, hyp_in + hyp_out):
+        hyp_ids[i] = hyp
+    stats = _speed(len(inside), hyp_in, seconds)
+    stats["teacher_fallback"] = len(outside)
+    stats["length_capped"] = sum(len(h) >= n - 1 for h in hyp_in) if hybrid.decoder_side else 0
+    return hyp_ids, stats
+
+
 def translate_lines(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
@@ -98,6 +126,7 @@ def translate_lines(
     progress: bool = False,
     source: str = "input",
     strict: bool = False,
+    hybrid: Any = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Translate raw source lines: exactly one detokenized hypothesis per line, and decoding
     statistics.
@@ -105,6 +134,8 @@ def translate_lines(
     A line longer (in subword tokens) than the model's ``model.max_positions`` cannot be read:
     with ``strict`` that is an error naming ``source`` and the line; otherwise its hypothesis is
     empty, the rest is translated, and ``stats["too_long"]`` lists the line numbers (from 1).
+    With ``hybrid`` (and ``model`` its teacher) the hybrid translates, see
+    :func:`translate_hybrid_ids`.
     """
     src_ids = tokenizer.encode_src(lines)
     limit = model.encoder.embed.positions.size(0)
@@ -116,11 +147,16 @@ def translate_lines(
             f"model.max_positions ({limit}); nothing was translated. Split or shorten the line"
         )
     inside = [i for i, ids in enumerate(src_ids) if len(ids) <= limit]
-    hyp_in, seconds = translate_ids(model, [src_ids[i] for i in inside], cfg, progress)
+    if hybrid is not None:
+        hyp_in, stats = translate_hybrid_ids(
+            hybrid, model, [src_ids[i] for i in inside], cfg, progress
+        )
+    else:
+        hyp_in, seconds = translate_ids(model, [src_ids[i] for i in inside], cfg, progress)
+        stats = _speed(len(inside), hyp_in, seconds)
     hyp_ids: list[list[int]] = [[] for _ in src_ids]
     for i, hyp in zip(inside, hyp_in):
         hyp_ids[i] = hyp
-    stats = _speed(len(inside), hyp_in, seconds)
     stats.update(too_long=[i + 1 for i in too_long], max_positions=limit)
     return tokenizer.decode_tgt(hyp_ids), stats
 
@@ -223,22 +259,12 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
         prepared = prepare(cfg, record=False)
         info.update(finetune(hybrid, cfg, prepared, cfg.eval.finetune_epochs, progress))
     tokenizer = Tokenizer.load(run_dir)
-    n = hybrid.n
     results = []
     for split in splits:
         text = load_split(cfg.data, split)
-        src_ids = tokenizer.encode_src(text.src)
-        fits = [not hybrid.encoder_side or len(ids) <= n for ids in src_ids]
-        inside = [i for i, ok in enumerate(fits) if ok]
-        outside = [i for i, ok in enumerate(fits) if not ok]
-        positions = n if hybrid.decoder_side else None
-        hyp_in, seconds = translate_ids(
-            hybrid.model, [src_ids[i] for i in inside], cfg, progress, positions
+        hyp_ids, stats = translate_hybrid_ids(
+            hybrid, teacher, tokenizer.encode_src(text.src), cfg, progress
         )
-        hyp_out, _ = translate_ids(teacher, [src_ids[i] for i in outside], cfg)
-        hyp_ids: list[list[int]] = [[] for _ in src_ids]
-        for i, hyp in zip(inside + outside, hyp_in + hyp_out):
-            hyp_ids[i] = hyp
         hyps = tokenizer.decode_tgt(hyp_ids)
         teacher_result = teacher_scores(cfg, split, which, progress)
         result = _base_record(cfg, split, text, variant)
@@ -248,9 +274,7 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
         if "chrf" in result and "chrf" in teacher_result:
             result["teacher_chrf"] = teacher_result["chrf"]
         result.update(info)
-        result["teacher_fallback"] = len(outside)
-        result["length_capped"] = sum(len(h) >= n - 1 for h in hyp_in) if hybrid.decoder_side else 0
-        result.update(_speed(len(inside), hyp_in, seconds))
+        result.update(stats)
         result["teacher_sentences_per_s"] = teacher_result.get("sentences_per_s")
         result.update({"checkpoint": which, "step": step})
         results.append(_write(run_dir / "eval" / variant, split, cfg, hyps, result))

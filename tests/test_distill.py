@@ -139,6 +139,18 @@ def test_decoder_students_and_hybrid_evaluation(teacher_run: Config) -> None:
     hyps = (out / "test.first30.greedy.hyp.txt").read_text().splitlines()
     assert len(hyps) == 30
     assert (out / "test.first30.greedy.scores.json").is_file()
+    # `attnless translate --replace`: the same hybrid translates raw lines the same way
+    from typer.testing import CliRunner
+
+    from attnless.cli import app
+
+    source = cfg.run_dir().parent / "sources.txt"
+    source.write_text("".join(line + "\n" for line in load_split(cfg.data, "test").src[:30]))
+    replace = ["encoder.self=alr:S", "decoder.self=alr:S", "decoder.cross=alr:S"]
+    args = ["translate", str(cfg.run_dir()), "-i", str(source), "--layers", "0-1"]
+    done = CliRunner().invoke(app, [*args, *(a for r in replace for a in ("--replace", r))])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines() == hyps
 
 
 # fp32 on one thread: a student's arithmetic is then the same whatever else runs beside it
