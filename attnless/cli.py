@@ -262,10 +262,18 @@ def evaluate(
         int | None,
         typer.Option(help="Fine-tune the hybrid end to end for N epochs first (not the paper)."),
     ] = None,
+    src: Annotated[
+        Path | None, typer.Option("--src", help="Score your own test set: its source file.")
+    ] = None,
+    ref: Annotated[
+        Path | None, typer.Option("--ref", help="... and its reference file (line-aligned).")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode a split with the teacher (or, with --replace, the hybrid) and print sacreBLEU."""
+    """Decode a split (or --src/--ref files) with the teacher (or, with --replace, the hybrid)
+    and print sacreBLEU and chrF with their signatures."""
     from attnless.evaluate import evaluate as run_evaluate
+    from attnless.evaluate import file_text
 
     _setup_logging(quiet)
     cfg = load_config(
@@ -278,8 +286,12 @@ def evaluate(
         _option("--checkpoint", "eval.checkpoint", checkpoint),
         _option("--finetune-epochs", "eval.finetune_epochs", finetune_epochs),
     )
+    if (src is None) != (ref is None):
+        console.print("[red]error:[/red] --src and --ref go together: give both files")
+        raise typer.Exit(2)
     try:
-        results = run_evaluate(cfg, progress=not quiet)
+        texts = dict([file_text(src, ref)]) if src and ref else None
+        results = run_evaluate(cfg, progress=not quiet, texts=texts)
     except (ValueError, OSError) as err:
         _fail(err)
     for result in results:

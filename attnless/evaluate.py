@@ -23,6 +23,7 @@ import torch
 from attnless import hardware
 from attnless.config import Config, DecodeConfig
 from attnless.data import ParallelText, load_split
+from attnless.data.textio import read_parallel
 from attnless.data.tokenizer import Tokenizer
 from attnless.prepare import check_compatible
 from attnless.runs import read_json, versions, write_json, write_text
@@ -60,7 +61,7 @@ def output_tag(cfg: Config, split: str) -> str:
     ``test_2017_mscoco.first100.beam4-lp1.0``. Scores of different test sets, subsets or
     decoding settings never overwrite each other."""
     name = cfg.data.test_set if split == "test" else split
-    if cfg.data.eval_subset is not None:
+    if cfg.data.eval_subset is not None and not split.startswith(FILES):
         name += f".first{cfg.data.eval_subset}"
     return f"{name}.{decode_tag(cfg.decode)}"
 
@@ -194,10 +195,11 @@ def evaluate_teacher(
     split: str,
     extra: dict[str, Any] | None = None,
     progress: bool = False,
+    text: ParallelText | None = None,
 ) -> dict[str, Any]:
-    """Decode and score ``split`` with the teacher; write to ``eval/teacher`` (the best
-    checkpoint) or ``eval/teacher.<checkpoint>``."""
-    text = load_split(cfg.data, split)
+    """Decode and score ``split`` (or ``text``) with the teacher; write to ``eval/teacher``
+    (the best checkpoint) or ``eval/teacher.<checkpoint>``."""
+    text = text or load_split(cfg.data, split)
     hyp_ids, seconds = translate_ids(model, tokenizer.encode_src(text.src), cfg, progress)
     hyps = tokenizer.decode_tgt(hyp_ids)
     extra = extra or {}
@@ -214,9 +216,12 @@ def teacher_variant(checkpoint: str) -> str:
     return TEACHER if checkpoint == "best" else f"{TEACHER}.{checkpoint}"
 
 
-def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> dict[str, Any]:
-    """The teacher's scores on ``split`` with the current decoding settings (computed once)."""
-    text = load_split(cfg.data, split)
+def teacher_scores(
+    cfg: Config, split: str, checkpoint: str, progress: bool, text: ParallelText | None = None
+) -> dict[str, Any]:
+    """The teacher's scores on ``split`` (or ``text``) with the current decoding settings
+    (computed once)."""
+    text = text or load_split(cfg.data, split)
     folder = cfg.run_dir() / "eval" / teacher_variant(checkpoint)
     path = folder / f"{output_tag(cfg, split)}.scores.json"
     saved = read_json(path)
@@ -226,21 +231,30 @@ def teacher_scores(cfg: Config, split: str, checkpoint: str, progress: bool) -> 
         and saved.get("test_set") == text.name
         and saved.get("sentences") == len(text)
     )
-    return saved if same else _evaluate_teacher_split(cfg, split, checkpoint, progress)
+    return saved if same else _evaluate_teacher_split(cfg, split, checkpoint, progress, text)
 
 
-def _evaluate_teacher_split(cfg: Config, split: str, which: str, progress: bool) -> dict:
+def _evaluate_teacher_split(
+    cfg: Config, split: str, which: str, progress: bool, text: ParallelText | None = None
+) -> dict:
     from attnless.checkpoint import load_model
 
     device = hardware.resolve_device(cfg.train.device)
     model, payload = load_model(cfg.run_dir(), which, device)
     extra = {"checkpoint": which, "step": payload["state"]["step"]}
     tokenizer = Tokenizer.load(cfg.run_dir())
-    return evaluate_teacher(model, tokenizer, cfg, split, extra, progress)
+    return evaluate_teacher(model, tokenizer, cfg, split, extra, progress, text)
 
 
-def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> list[dict]:
-    """Score the teacher with the students of ``eval.replace`` x ``eval.layers`` installed."""
+def evaluate_hybrid(
+    cfg: Config,
+    splits: list[str],
+    progress: bool = True,
+    texts: dict[str, ParallelText] | None = None,
+) -> list[dict]:
+    """Score the teacher with the students of ``eval.replace`` x ``eval.layers`` installed
+    (``texts``: the text of a split, instead of the corpus's)."""
+    texts = texts or {}
     from attnless.checkpoint import load_model
     from attnless.hybrid import build_hybrid, describe, finetune, variant_name
 
@@ -261,12 +275,12 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
     tokenizer = Tokenizer.load(run_dir)
     results = []
     for split in splits:
-        text = load_split(cfg.data, split)
+        text = texts.get(split) or load_split(cfg.data, split)
         hyp_ids, stats = translate_hybrid_ids(
             hybrid, teacher, tokenizer.encode_src(text.src), cfg, progress
         )
         hyps = tokenizer.decode_tgt(hyp_ids)
-        teacher_result = teacher_scores(cfg, split, which, progress)
+        teacher_result = teacher_scores(cfg, split, which, progress, texts.get(split))
         result = _base_record(cfg, split, text, variant)
         result.update(score(hyps, text.tgt, cfg.eval.chrf))
         result["teacher_bleu"] = teacher_result["bleu"]
@@ -282,16 +296,33 @@ def evaluate_hybrid(cfg: Config, splits: list[str], progress: bool = True) -> li
 
 
 def evaluate(
-    cfg: Config, splits: list[str] | None = None, progress: bool = True
+    cfg: Config,
+    splits: list[str] | None = None,
+    progress: bool = True,
+    texts: dict[str, ParallelText] | None = None,
 ) -> list[dict[str, Any]]:
-    """Score the teacher of ``cfg``'s run folder, or, with ``eval.replace``, the hybrid.
+    """Score the teacher of ``cfg``'s run folder, or, with ``eval.replace``, the hybrid, on
+    ``splits`` or on ``texts`` (split name -> your own parallel text, see :func:`file_text`).
 
     Settings that contradict the run folder's (data, tokenizer, model, seed) are an error."""
     check_compatible(cfg.run_dir(), cfg)
-    splits = splits or cfg.eval.splits
+    texts = texts or {}
+    splits = list(texts) or splits or cfg.eval.splits
     device = hardware.resolve_device(cfg.train.device)
     if device.type == "cpu":
         hardware.tune_cpu_runtime(cfg.train.threads)
     if cfg.eval.replace:
-        return evaluate_hybrid(cfg, splits, progress)
-    return [_evaluate_teacher_split(cfg, split, cfg.eval.checkpoint, progress) for split in splits]
+        return evaluate_hybrid(cfg, splits, progress, texts)
+    which = cfg.eval.checkpoint
+    return [
+        _evaluate_teacher_split(cfg, split, which, progress, texts.get(split)) for split in splits
+    ]
+
+
+FILES = "files."  # the split name prefix of user-given test files
+
+
+def file_text(src: str | Path, ref: str | Path) -> tuple[str, ParallelText]:
+    """A user's test files as (split name, text): ``files.<source file name>``."""
+    text = read_parallel(src, ref, f"{src} | {ref}")
+    return f"{FILES}{Path(src).name}", text

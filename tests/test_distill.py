@@ -3,6 +3,7 @@ evaluation, and clear errors for students that do not fit."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -459,3 +460,42 @@ def test_teacher_checkpoints_keep_separate_scores(teacher_run: Config) -> None:
     assert (best["variant"], last["variant"]) == ("teacher", "teacher.last")
     scores = cfg.run_dir() / "eval" / "teacher" / "test.first30.greedy.scores.json"
     assert read_json(scores)["checkpoint"] == "best"  # not overwritten by the last one
+
+
+def test_evaluate_scores_your_own_test_files(teacher_run: Config, tmp_path: Path) -> None:
+    """`attnless evaluate RUN --src F --ref F`: the same scores as the corpus split they copy,
+    for the teacher and a hybrid; misaligned files are an error naming both."""
+    from typer.testing import CliRunner
+
+    from attnless.cli import app
+    from attnless.data import load_split
+
+    cfg = _with(teacher_run, "distill.replace=[encoder.self=alr:XS]", "distill.layers=0")
+    distill(cfg, progress=False)
+    test = load_split(cfg.data, "test")
+    src, ref = tmp_path / "mine.de", tmp_path / "mine.en"
+    src.write_text("".join(line + "\n" for line in test.src[:20]))
+    ref.write_text("".join(line + "\n" for line in test.tgt[:20]))
+    run = str(cfg.run_dir())
+    for extra in ([], ["--replace", "encoder.self=alr:XS", "--layers", "0"]):
+        (expected,) = evaluate(_with(cfg, "data.eval_subset=20", *_eval_sets(extra)), ["test"])
+        done = CliRunner().invoke(
+            app, ["evaluate", run, "--src", str(src), "--ref", str(ref), "-q", *extra]
+        )
+        assert done.exit_code == 0, done.output
+        variant = "teacher" if not extra else expected["variant"]
+        scores = cfg.run_dir() / "eval" / variant / "files.mine.de.greedy.scores.json"
+        mine = json.loads(scores.read_text())
+        assert mine["bleu"] == expected["bleu"] and mine["chrf"] == expected["chrf"]
+        assert mine["bleu_signature"] == expected["bleu_signature"]
+        assert mine["test_set"] == f"{src} | {ref}"
+    ref.write_text("".join(line + "\n" for line in test.tgt[:19]))
+    bad = CliRunner().invoke(app, ["evaluate", run, "--src", str(src), "--ref", str(ref)])
+    assert bad.exit_code == 1 and "20 lines" in bad.output and "19" in bad.output
+
+
+def _eval_sets(extra: list[str]) -> list[str]:
+    """``--replace X --layers Y`` as eval overrides."""
+    if not extra:
+        return []
+    return [f"eval.replace=[{extra[1]}]", f"eval.layers={extra[3]}"]
