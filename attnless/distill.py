@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from attnless import checkpoint, distributed, hardware
 from attnless.config import Config, ConfigError, layer_indices
-from attnless.data.batching import Batch, Examples, collate, sentence_batches
+from attnless.data.batching import Batch, collate, fit_length, sentence_batches
 from attnless.model import count_parameters
 from attnless.model.sites import (
     SIZES,
@@ -321,8 +321,8 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         n = cfg.distill.n
-        self.train_data = _fit_length(prepared.train, n)
-        self.valid_data = _fit_length(prepared.valid, n)
+        self.train_data = fit_length(prepared.train, n)
+        self.valid_data = fit_length(prepared.valid, n)
         if not len(self.train_data):
             raise ConfigError(f"distill.n={n}: no training pair fits {n} positions")
         specs = expand_specs(cfg.distill.replace, cfg.distill.layers, self.teacher)
@@ -603,16 +603,6 @@ class Distiller:
                 for s in self.students
             },
         }
-
-
-def _fit_length(examples: Examples, n: int) -> Examples:
-    """Pairs whose source and decoder input (BOS + target) fit ``n`` positions."""
-    keep = [
-        i
-        for i, (s, t) in enumerate(zip(examples.src, examples.tgt))
-        if 0 < len(s) <= n and len(t) + 1 <= n
-    ]
-    return examples.select(keep)
 
 
 def _short_losses(losses: dict[str, float]) -> dict[str, float]:

@@ -139,15 +139,14 @@ def finetune(hybrid: Hybrid, cfg: Config, prepared, epochs: int, progress: bool)
     learning rate of ``distill.lr`` (default 1e-4), on pairs that fit ``n`` positions.
     """
     from attnless import hardware
-    from attnless.data.batching import collate, epoch_batches
-    from attnless.distill import _fit_length
+    from attnless.data.batching import collate, epoch_batches, fit_length
+    from attnless.model.loss import batch_loss
     from attnless.progress import progress_bar
-    from attnless.train import batch_loss
 
     model = hybrid.model
     device = next(model.parameters()).device
     dtype = hardware.autocast_dtype(cfg.train.precision, device)
-    data = _fit_length(prepared.train, hybrid.n)
+    data = fit_length(prepared.train, hybrid.n)
     d = cfg.distill
     optimizer = torch.optim.Adam(
         model.parameters(), lr=d.lr or 1e-4, betas=d.betas, eps=d.eps, foreach=True

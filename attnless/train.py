@@ -42,7 +42,7 @@ from attnless.data.batching import Batch, Examples, collate, epoch_batches, eval
 from attnless.data.tokenizer import PAD_ID
 from attnless.distributed import Context
 from attnless.model import Seq2SeqTransformer, build_model, count_parameters
-from attnless.model.loss import linear_smoothed_cross_entropy
+from attnless.model.loss import batch_loss
 from attnless.prepare import Prepared, prepare
 from attnless.progress import progress_bar
 from attnless.runs import append_jsonl, drop_metrics_after, seed_everything, versions
@@ -96,27 +96,6 @@ def to_device(batch: Batch, device: torch.device) -> DeviceBatch:
         tensors = tuple(t.to(device) for t in tensors)
     src, tgt_in, tgt_out, keep_index = tensors
     return DeviceBatch(src, tgt_in, tgt_out, batch.index, keep_index)
-
-
-def batch_loss(
-    model: Seq2SeqTransformer, batch: Batch, label_smoothing: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed smoothed loss, summed NLL and the number of target tokens of a batch.
-
-    ``model`` may be wrapped (DDP): the forward pass goes through the wrapper, the generator is
-    taken from its ``module``."""
-    hidden = model(batch.src, batch.tgt_in)
-    gen = getattr(model, "module", model).generator
-    keep_index = getattr(batch, "keep_index", None)
-    if keep_index is None:
-        keep = batch.tgt_out.ne(PAD_ID)
-        hidden, target, tokens = hidden[keep], batch.tgt_out[keep], keep.sum()
-    else:
-        hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, keep_index)
-        target = batch.tgt_out.reshape(-1).index_select(0, keep_index)
-        tokens = keep_index.new_full((), keep_index.numel())
-    loss, nll = linear_smoothed_cross_entropy(hidden, gen.weight, gen.bias, target, label_smoothing)
-    return loss, nll, tokens
 
 
 @torch.no_grad()

@@ -21,8 +21,8 @@ from typing import Any
 from attnless import config as config_mod
 from attnless import hardware
 from attnless.config import Config
-from attnless.data.batching import sentence_batches
-from attnless.distill import Distiller, _fit_length
+from attnless.data.batching import fit_length, sentence_batches
+from attnless.distill import Distiller
 from attnless.prepare import Prepared
 from attnless.train import Trainer
 from benchmarks.common import table, timed
@@ -39,7 +39,7 @@ def measure(
     device = hardware.resolve_device(cfg.train.device)
     layers = cfg.model.encoder_layers
     Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
-    fits = _fit_length(prepared.train, cfg.distill.n)
+    fits = fit_length(prepared.train, cfg.distill.n)
     data = dataclasses.replace(prepared, train=fits.select(list(range(min(sentences, len(fits))))))
     base = [
         f"distill.replace=[encoder.self=alr:{size}]",
@@ -93,7 +93,7 @@ def measure_truncation(
     batches, after one warm-up pass of each form, alternating rounds, the best of each counts."""
     device = hardware.resolve_device(cfg.train.device)
     Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
-    fits = _fit_length(prepared.train, cfg.distill.n)
+    fits = fit_length(prepared.train, cfg.distill.n)
     # whole batches of the real epoch order (lengths as in a real epoch), re-batched alike
     order = sentence_batches(fits, batch_size, cfg.seed, 0)[: max(1, sentences // batch_size)]
     data = dataclasses.replace(prepared, train=fits.select(sorted(i for b in order for i in b)))

@@ -27,9 +27,10 @@ from attnless.allocator import active_allocator, relaunch_with_fast_allocator
 from attnless.config import Config
 from attnless.data.batching import Batch, collate, epoch_batches
 from attnless.model import build_model
+from attnless.model.loss import batch_loss
 from attnless.model.transformer import PAD, sinusoidal_table
 from attnless.prepare import prepare
-from attnless.train import batch_loss, make_optimizer, noam_lr
+from attnless.train import make_optimizer, noam_lr
 
 
 class TorchReference(nn.Module):

@@ -153,3 +153,14 @@ def eval_batches(examples: Examples, max_tokens: int) -> list[list[int]]:
     """Deterministic length-sorted batches for validation (no shuffling)."""
     order = sorted(range(len(examples)), key=lambda i: (len(examples.tgt[i]), len(examples.src[i])))
     return token_batches(examples, max_tokens, order)
+
+
+def fit_length(examples: Examples, n: int) -> Examples:
+    """Pairs whose source and decoder input (BOS + target) fit ``n`` positions (what the
+    fixed-length replacement networks can take)."""
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(examples.src, examples.tgt))
+        if 0 < len(s) <= n and len(t) + 1 <= n
+    ]
+    return examples.select(keep)

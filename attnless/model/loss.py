@@ -15,10 +15,15 @@ ever exists. Backward only scales the saved gradients.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnless.model.transformer import PAD
+
+if TYPE_CHECKING:
+    from attnless.data.batching import Batch
 
 CHUNK_BYTES = 16 * 2**20  # fp32 logits per chunk: cache- and allocator-friendly
 
@@ -122,3 +127,24 @@ def linear_smoothed_cross_entropy(
         compute_dtype = torch.get_autocast_dtype(device) if autocast_on else weight.dtype
     with torch.autocast(hidden.device.type, enabled=False):
         return _LinearSmoothedCrossEntropy.apply(hidden, weight, bias, target, eps, compute_dtype)
+
+
+def batch_loss(
+    model: nn.Module, batch: Batch, label_smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed smoothed loss, summed NLL and the number of target tokens of a batch.
+
+    ``model`` may be wrapped (DDP): the forward pass goes through the wrapper, the generator is
+    taken from its ``module``."""
+    hidden = model(batch.src, batch.tgt_in)
+    gen = getattr(model, "module", model).generator
+    keep_index = getattr(batch, "keep_index", None)
+    if keep_index is None:
+        keep = batch.tgt_out.ne(PAD)
+        hidden, target, tokens = hidden[keep], batch.tgt_out[keep], keep.sum()
+    else:
+        hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, keep_index)
+        target = batch.tgt_out.reshape(-1).index_select(0, keep_index)
+        tokens = keep_index.new_full((), keep_index.numel())
+    loss, nll = linear_smoothed_cross_entropy(hidden, gen.weight, gen.bias, target, label_smoothing)
+    return loss, nll, tokens
