@@ -1,7 +1,7 @@
 """Hybrid models: the teacher with distilled students installed at the requested sites.
 
 The students are looked up by the settings of the request and by the teacher's weights
-(:func:`attnless.distill.student_settings`), so a student distilled with other settings, or
+(:func:`attnless.students.student_settings`), so a student distilled with other settings, or
 from another teacher, is never installed: a missing student is a clear error that names the
 folders distilled with other settings and how those differ (old -> new), and changes nothing.
 """
@@ -17,7 +17,9 @@ from torch import nn
 
 from attnless import checkpoint
 from attnless.config import Config
-from attnless.distill import (
+from attnless.model import Seq2SeqTransformer, count_parameters
+from attnless.model.sites import ReplacementError, get_method, install
+from attnless.students import (
     StudentSpec,
     build_student,
     expand_specs,
@@ -27,8 +29,6 @@ from attnless.distill import (
     student_dir,
     student_settings,
 )
-from attnless.model import Seq2SeqTransformer, count_parameters
-from attnless.model.sites import ReplacementError, get_method, install
 
 
 @dataclass

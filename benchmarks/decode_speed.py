@@ -27,10 +27,10 @@ from attnless import hardware
 from attnless.config import Config
 from attnless.data import load_split
 from attnless.decode import translate_ids
-from attnless.distill import build_student, expand_specs
 from attnless.model import Seq2SeqTransformer, build_model, count_parameters
 from attnless.model.sites import get_method, install
 from attnless.prepare import Prepared
+from attnless.students import build_student, expand_specs
 from benchmarks.common import table, timed
 
 ALL_SITES = ("encoder.self=alr", "decoder.self=alr", "decoder.cross=alr")

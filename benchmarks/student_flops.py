@@ -27,9 +27,10 @@ import torch
 from attnless import hardware
 from attnless.config import Config
 from attnless.data.batching import Examples, sentence_batches
-from attnless.distill import StudentSpec, build_student, make_student_optimizer, student_backward
+from attnless.distill import make_student_optimizer, student_backward
 from attnless.model.sites import get_method
 from attnless.model.transformer import Padding
+from attnless.students import StudentSpec, build_student
 from benchmarks.common import best_time, sync, table
 
 TARGET = 0.60  # of the ceiling, for sizes M and L

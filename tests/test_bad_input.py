@@ -69,8 +69,8 @@ def test_translate_writes_one_line_per_input_line(teacher: Config, tmp_path: Pat
 
 
 def test_reversed_layer_ranges_are_errors(teacher: Config, tmp_path: Path) -> None:
-    from attnless.distill import parse_layers
     from attnless.model.sites import ReplacementError
+    from attnless.students import parse_layers
     from attnless.sweep import spec_from_dict
 
     run = teacher.run_dir()

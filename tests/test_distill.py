@@ -15,19 +15,18 @@ from attnless import checkpoint
 from attnless import config as config_mod
 from attnless.cli import app
 from attnless.config import Config
-from attnless.distill import (
-    Distiller,
-    distill,
+from attnless.distill import Distiller, distill
+from attnless.evaluate import evaluate
+from attnless.model.sites import ReplacementError
+from attnless.prepare import prepare
+from attnless.runs import read_json, read_jsonl
+from attnless.students import (
     parse_layers,
     parse_replace,
     state_fingerprint,
     student_dir,
     student_settings,
 )
-from attnless.evaluate import evaluate
-from attnless.model.sites import ReplacementError
-from attnless.prepare import prepare
-from attnless.runs import read_json, read_jsonl
 from attnless.sweep.students import teacher_hash
 from attnless.train import train
 from tests.helpers import REPO, tiny_config

@@ -13,6 +13,7 @@ from attnless import config as config_mod
 from attnless.config import Config
 from attnless.model.sites import ReplacementError
 from attnless.runs import fingerprint
+from attnless.students import parse_layers
 from attnless.sweep.spec import SWEEP_KEYS, Spec, SpecError
 
 # Settings that say where and how verbosely a job runs, not what it computes.
@@ -125,8 +126,6 @@ class Cell:
 
     def families(self) -> dict[Family, list[int]]:
         """(site, method, size) -> the layers this cell needs students for."""
-        from attnless.distill import parse_layers
-
         out = {}
         for entry in self.replace:
             site, _, method = entry.partition("=")
@@ -140,8 +139,6 @@ class Cell:
 
 def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
     """All cells of ``spec``, teacher (corpus, direction) varying fastest; ids are stable."""
-    from attnless.distill import parse_layers
-
     base_values = spec.base_values()
     base = config_mod.from_dict(base_values, str(spec.preset_path))
     grid = spec.grid

@@ -2,7 +2,7 @@
 
 A family is one (site, method, size); its students (one per layer) distilled with one set of
 settings from one teacher live in ``<teacher run>/students/<site>/<method>-<size>/<key>/``
-(:func:`attnless.distill.student_dir`), beside a lock file, with a ``sweep.json`` marker naming
+(:func:`attnless.students.student_dir`), beside a lock file, with a ``sweep.json`` marker naming
 the layers a sweep distilled there. A sweep with other settings (``--set distill.lr=...``) or a
 retrained teacher gets other folders, so it never reuses students trained otherwise.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 from attnless import checkpoint
 from attnless.config import Config
-from attnless.distill import state_fingerprint, student_dir, student_settings
 from attnless.locks import FileLock
 from attnless.runs import read_json
+from attnless.students import state_fingerprint, student_dir, student_settings
 from attnless.sweep.cells import Family
 from attnless.sweep.params import student_params
 
@@ -29,7 +29,7 @@ _TEACHER_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def teacher_hash(run_dir: Path, which: str) -> str | None:
-    """The :func:`~attnless.distill.state_fingerprint` of the weights in the teacher checkpoint
+    """The :func:`~attnless.students.state_fingerprint` of the weights in the teacher checkpoint
     ``which`` of ``run_dir`` (None while there is none), computed once per file version."""
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
     try:
