@@ -26,7 +26,7 @@ holding the teacher, its students and their evaluations. All sweeps of one sweep
 teachers and students (the encoder, decoder and layer sweeps need the same four teachers, and
 the layer sweep's students are the encoder sweep's ALR students); students of other
 distillation settings, or of a retrained teacher, live in other folders and are never reused
-(:func:`attnless.distill.student_settings`)::
+(:func:`attnless.students.student_settings`)::
 
     sweeps/
       runs/multi30k.de-en/paper-1a2b3c4d/   teacher run folder (+ students/, eval/)
