@@ -75,18 +75,23 @@ def _encoder_only(row: Row) -> bool:
     return all(part.startswith("encoder.self=") for part in str(row.get("replace")).split("+"))
 
 
-def encoder_competitive(rows: list[Row]) -> Finding:
-    claim = "Replacing encoder self-attention is competitive with attention"
-    best = _best(rows, _encoder_only)
+def _competitive(claim: str, best: Row | None, missing: str, word: str) -> Finding:
+    """Whether the best hybrid ``best`` keeps at least COMPETITIVE % of the teacher's BLEU."""
     if best is None:
-        return Finding(claim, "not yet measured", "No encoder-only cell yet.")
+        return Finding(claim, "not yet measured", missing)
     verdict = "holds" if best["relative_bleu"] >= COMPETITIVE else "does not hold"
     return Finding(
         claim,
         verdict,
-        f"Best encoder-only hybrid: {best['variant']} {best['direction']} {_pct(best)} of a "
-        f"teacher at {best['teacher_bleu']:.2f} (competitive: at least {COMPETITIVE:.0f}%).",
+        f"Best: {best['variant']} {best['direction']} {_pct(best)} of a teacher at "
+        f"{best['teacher_bleu']:.2f} ({word}: at least {COMPETITIVE:.0f}%).",
     )
+
+
+def encoder_competitive(rows: list[Row]) -> Finding:
+    best = _best(rows, _encoder_only)
+    claim = "Replacing encoder self-attention is competitive with attention"
+    return _competitive(claim, best, "No encoder-only cell yet.", "competitive")
 
 
 def alr_best(rows: list[Row]) -> Finding:
@@ -116,16 +121,9 @@ def alr_best(rows: list[Row]) -> Finding:
 
 
 def decoder_self_replaceable(rows: list[Row]) -> Finding:
-    claim = "Decoder self-attention can be replaced"
     best = _best(rows, lambda r: r.get("replace") == "decoder.self=alr")
-    if best is None:
-        return Finding(claim, "not yet measured", "No decoder self-attention cell yet.")
-    verdict = "holds" if best["relative_bleu"] >= COMPETITIVE else "does not hold"
-    return Finding(
-        claim,
-        verdict,
-        f"Best: {best['direction']} {_pct(best)} (replaceable: at least {COMPETITIVE:.0f}%).",
-    )
+    claim = "Decoder self-attention can be replaced"
+    return _competitive(claim, best, "No decoder self-attention cell yet.", "replaceable")
 
 
 def cross_bottleneck(rows: list[Row]) -> Finding:

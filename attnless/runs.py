@@ -10,7 +10,7 @@ import platform
 import random
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,8 +70,13 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_jsonl(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
-    """Read a JSONL file. Corrupt lines raise in strict mode, else they are skipped."""
+def read_jsonl(
+    path: str | Path,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Read a JSONL file of JSON objects. A corrupt line raises in strict mode, else it is
+    skipped (with a message naming it passed to ``warn``, when given)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -87,6 +92,8 @@ def read_jsonl(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
             except ValueError as err:
                 if strict:
                     raise ValueError(f"{path}:{number}: corrupt line ({err})") from None
+                if warn is not None:
+                    warn(f"{path}:{number}: corrupt line skipped ({err}): {line.strip()[:80]!r}")
                 continue
             records.append(record)
     return records

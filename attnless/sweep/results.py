@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -13,7 +12,7 @@ from typing import Any
 from attnless.config import Config
 from attnless.hardware import describe_machine, resolve_device
 from attnless.locks import HOST
-from attnless.runs import append_jsonl, git_revision, versions
+from attnless.runs import append_jsonl, git_revision, read_jsonl, versions
 from attnless.sweep.cells import Cell, Family
 from attnless.sweep.spec import Spec
 
@@ -23,24 +22,7 @@ log = logging.getLogger(__package__)
 
 def read_results(path: str | Path, warn: Callable[[str], None] | None = None) -> list[dict]:
     """Records of a results file; a corrupt line is skipped with a warning naming it."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    warn = warn or log.warning
-    records = []
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as err:
-                warn(f"{path}:{number}: corrupt line skipped ({err}): {line.strip()[:80]!r}")
-                continue
-            records.append(record)
-    return records
+    return read_jsonl(path, warn=warn or log.warning)
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
