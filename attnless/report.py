@@ -311,7 +311,8 @@ def size_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
     """Tables B/C: per (corpus, direction, split, layers): rows variant, columns size."""
     if not cells:
         return None
-    sizes = _order([r["size"] for r in cells], [s for s in SIZES])
+    # every size and variant of the spec, measured or not (a growing ledger shows its gaps)
+    sizes = _order([r["size"] for r in cells] + order.get("size", []), [s for s in SIZES])
     parts = ["## Tables B/C: BLEU (and % of the teacher) by replacement and size", ""]
     csv_rows = []
     groups = _order([(r["corpus"], r["direction"], r["split"], r["layers"]) for r in cells], None)
@@ -324,7 +325,7 @@ def size_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
             if (r["corpus"], r["direction"], r["split"], r["layers"])
             == (corpus, direction, split, layers)
         ]
-        variants = _order([r["variant"] for r in rows], order["variant"])
+        variants = _order([r["variant"] for r in rows] + order["variant"], order["variant"])
         teacher = next((r["teacher_bleu"] for r in rows if r.get("teacher_bleu") is not None), None)
         md_rows = []
         for variant in variants:
@@ -729,6 +730,7 @@ def report(
         "variant": [
             variant_label(v if isinstance(v, list) else [v]) for v in grid.get("replace") or []
         ],
+        "size": [str(size) for size in grid.get("size") or []],
     }
     name = spec.get("name") or sweep_dir.name
     files: dict[str, str] = {}
