@@ -231,7 +231,7 @@ class Sweep:
             self.say(f"teacher {cell.corpus} {cell.direction}: shipped to {folder}")
         wall_seconds = time.perf_counter() - start
         record = teacher_record(self.spec, cell, summary, scores, wall_seconds, trained)
-        record["shipped"] = str(folder)
+        record["shipped"] = _relative(folder)
         if cell.teacher not in self.teacher_records():  # we hold the teacher lock
             append_result(self.results_path, record)
         self.say(
@@ -439,3 +439,11 @@ def _install_sigterm():
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         return None
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (ledgers travel in git)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
