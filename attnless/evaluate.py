@@ -9,7 +9,8 @@ the scores file adds the BLEU relative to the teacher's, the parameter counts (s
 modules they replaced) and the decoding speed. Fixed-length students cannot read sentences
 longer than ``n`` positions: a source longer than ``n`` is translated by the teacher instead
 (counted as ``teacher_fallback``), and decoder-side students cap the output at ``n - 1``
-tokens (counted as ``length_capped``).
+tokens (counted as ``length_capped``). Length-free students (``fixed_length=False`` in the
+registry, e.g. ``toeplitz``) read any length: no fallback and no cap on their account.
 """
 
 from __future__ import annotations
