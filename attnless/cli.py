@@ -171,8 +171,9 @@ ReplaceOpt = Annotated[
         "--replace",
         "-r",
         help="site=method:size, e.g. encoder.self=alr:M (sizes XS S M L XL; several sizes "
-        "comma-separated for distill). Sites: encoder.self (alr aslr alrr elr), decoder.self "
-        "(alr), decoder.cross (alr). Repeatable.",
+        "comma-separated for distill). Sites: encoder.self (alr aslr alrr elr; beyond the "
+        "paper: mixer toeplitz fnet meanpool), decoder.self (alr; mixer toeplitz meanpool), "
+        "decoder.cross (alr; mixer meanpool). Repeatable.",
         show_default=False,
     ),
 ]

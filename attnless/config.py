@@ -57,6 +57,7 @@ class DataConfig:
     test_set: str = "test"  # multi30k: test (= test_2016_flickr) or test_2017_mscoco
     train_subset: int | None = None  # keep the first N training pairs (CPU demos, tests)
     eval_subset: int | None = None  # keep the first N valid/test pairs (tests only)
+    test_group: int = 1  # test split: join each k consecutive pairs into one (length tests)
     max_len: int = 50  # drop training pairs longer than this (subword tokens), the paper's MAX_LEN
     files: dict[str, SplitFiles] = field(default_factory=dict)  # text corpus: split -> files
 
@@ -228,6 +229,7 @@ RANGES: dict[str, Range] = {
     "seed": NONNEGATIVE,
     "data.train_subset": COUNT,
     "data.eval_subset": COUNT,
+    "data.test_group": COUNT,
     "data.max_len": COUNT,
     "tokenizer.vocab_size": Range(5),  # ids 0-3 are pad, unk, bos, eos
     "tokenizer.character_coverage": Range(0, 1, open_low=True),

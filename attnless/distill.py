@@ -21,6 +21,10 @@ elements, counted on the host from the sentence lengths. Each rank runs the teac
 batches; the students' gradients are summed over the ranks with one asynchronous all-reduce per
 student, overlapping the next students' backward passes. Only rank 0 writes. On CUDA nothing in
 the loop waits for the device except every ``distill.log_every`` steps, when losses are logged.
+
+A student with no parameters (``fnet``, ``meanpool``) has nothing to train: it gets no
+optimizer and takes no step; it is validated once and saved (epoch 0, step 0), so that hybrid
+evaluation finds it like any other student.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ class Student:
     method: Method
     module_path: str
     net: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None: no parameters, nothing to train
     settings: dict[str, Any]
     path: Path  # its checkpoint
     epoch: int = 0
@@ -182,14 +186,16 @@ class Distiller:
         method = get_method(spec.site, spec.method)
         net = build_student(spec, self.cfg).to(self.device)
         settings = student_settings(self.cfg, spec.site, spec.method, spec.size, self.teacher_hash)
-        optimizer = make_student_optimizer(net, settings["lr"], self.cfg)
+        trainable = count_parameters(net) > 0
+        optimizer = make_student_optimizer(net, settings["lr"], self.cfg) if trainable else None
         path = student_dir(self.run_dir, settings) / f"layer{spec.layer}.pt"
         student = Student(spec, method, method.path(spec.layer), net, optimizer, settings, path)
         if path.exists():
             payload = checkpoint.load(path, self.device)
             self._check_meta(path, payload["meta"], student)
             net.load_state_dict(payload["student"])
-            optimizer.load_state_dict(payload["optimizer"])
+            if optimizer is not None:
+                optimizer.load_state_dict(payload["optimizer"])
             student.epoch, student.batch_in_epoch, student.step = payload["position"]
             student.history = payload.get("history", [])
         return student
@@ -214,7 +220,7 @@ class Distiller:
             return
         payload = {
             "student": student.net.state_dict(),
-            "optimizer": student.optimizer.state_dict(),
+            "optimizer": student.optimizer.state_dict() if student.optimizer else None,
             "position": (student.epoch, student.batch_in_epoch, student.step),
             "meta": {
                 "settings": student.settings,
@@ -309,6 +315,8 @@ class Distiller:
 
     def _finished(self, student: Student) -> bool:
         d = self.cfg.distill
+        if student.optimizer is None:  # no parameters: nothing to train
+            return True
         return student.epoch >= d.epochs or (
             d.max_steps is not None and student.step >= d.max_steps
         )
@@ -316,6 +324,9 @@ class Distiller:
     def fit(self) -> dict[str, Any]:
         """Train every student to ``distill.epochs`` (or ``distill.max_steps``)."""
         d, seed = self.cfg.distill, self.cfg.seed
+        # parameter-free students: validated and saved once (no training), so that they can
+        # be evaluated like the others
+        self._end_epoch([s for s in self.students if s.optimizer is None and not s.history])
         active = [s for s in self.students if not self._finished(s)]
         if not active:
             return self.summary()

@@ -9,7 +9,8 @@ the scores file adds the BLEU relative to the teacher's, the parameter counts (s
 modules they replaced) and the decoding speed. Fixed-length students cannot read sentences
 longer than ``n`` positions: a source longer than ``n`` is translated by the teacher instead
 (counted as ``teacher_fallback``), and decoder-side students cap the output at ``n - 1``
-tokens (counted as ``length_capped``).
+tokens (counted as ``length_capped``). Length-free students (``fixed_length=False`` in the
+registry, e.g. ``toeplitz``) read any length: no fallback and no cap on their account.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ def decode_tag(cfg: DecodeConfig) -> str:
 
 def output_tag(cfg: Config, split: str) -> str:
     """The file name stem of a split's hypotheses and scores: the split (``test``, or the test
-    set ``data.test_set`` names instead of the default), ``.first<N>`` when ``data.eval_subset``
-    keeps only the first N pairs, then :func:`decode_tag`: ``test.greedy``,
-    ``test_2017_mscoco.first100.beam4-lp1.0``. Scores of different test sets, subsets or
-    decoding settings never overwrite each other."""
+    set ``data.test_set`` names instead of the default), ``.group<k>`` when ``data.test_group``
+    joins k test pairs into one, ``.first<N>`` when ``data.eval_subset`` keeps only the first N
+    pairs, then :func:`decode_tag`: ``test.greedy``, ``test.group4.greedy``,
+    ``test_2017_mscoco.first100.beam4-lp1.0``. Scores of different test sets, groupings,
+    subsets or decoding settings never overwrite each other."""
     name = cfg.data.test_set if split == "test" else split
+    if split == "test" and cfg.data.test_group > 1:
+        name += f".group{cfg.data.test_group}"
     if cfg.data.eval_subset is not None and not split.startswith(FILES):
         name += f".first{cfg.data.eval_subset}"
     return f"{name}.{decode_tag(cfg.decode)}"

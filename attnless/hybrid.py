@@ -40,15 +40,21 @@ class Hybrid:
     replaced_params: int = 0
     by_site: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def _capped(self) -> list[StudentSpec]:
+        """The students that read at most ``n`` positions (the length-free ones read any)."""
+        return [s for s in self.specs if get_method(s.site, s.method).fixed_length]
+
     @property
     def encoder_side(self) -> bool:
-        """Whether the source must fit ``n`` positions (encoder or cross replacements)."""
-        return any(s.site in ("encoder.self", "decoder.cross") for s in self.specs)
+        """Whether the source must fit ``n`` positions (length-capped encoder or cross
+        replacements)."""
+        return any(s.site in ("encoder.self", "decoder.cross") for s in self._capped())
 
     @property
     def decoder_side(self) -> bool:
-        """Whether the decoder input must fit ``n`` positions."""
-        return any(s.site.startswith("decoder") for s in self.specs)
+        """Whether the decoder input must fit ``n`` positions (length-capped decoder
+        replacements)."""
+        return any(s.site.startswith("decoder") for s in self._capped())
 
 
 def variant_name(replace: list[str], layers: str) -> str:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 FIXED_SECTIONS = ("data", "tokenizer", "model")  # must match to reuse a run folder
 # ... except where the data lives and what is evaluated
-FREE_KEYS = {"data.data_dir", "data.test_set", "data.eval_subset"}
+FREE_KEYS = {"data.data_dir", "data.test_set", "data.eval_subset", "data.test_group"}
 
 
 @dataclass

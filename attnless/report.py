@@ -456,20 +456,30 @@ def layer_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
     return "\n".join(parts), _csv(headers, csv_rows)
 
 
-def params_table(cfg: Config, sizes: list[str] | None = None) -> tuple[str, str]:
-    """Table D: parameters of one replacement network per method and size, from the registry."""
+def params_table(
+    cfg: Config, sizes: list[str] | None = None, also: list[str] | None = None
+) -> tuple[str, str]:
+    """Table D: parameters of one replacement network per method and size, from the registry:
+    the paper's methods, and the methods ``also`` names (``site=method``, e.g. the ones a sweep
+    uses beyond the paper)."""
     m = cfg.model
     n = cfg.distill.n
     sizes = sizes or ["XS", "S", "M", "L"]
     headers = ["method", "replaces", "teacher params replaced (per layer)"] + sizes
     md_rows, csv_rows = [], []
+    extra = set(also or [])
     for key, method in METHODS.items():
+        if not method.paper and key not in extra:
+            continue
         replaced = replaced_params(key, m.d_model, m.heads, m.ffn_dim)
         line = [f"{method.name.upper()} {SITE_SHORT.get(method.site, method.site)}"]
         line += [method.summary, f"{replaced:,}"]
         for size in sizes:
             params = student_params(key, size, n, m.d_model, m.heads)
-            line.append(f"{params:,} ({params / replaced:,.0f}x)")
+            ratio = params / replaced  # below 1 (methods beyond the paper): two decimals
+            line.append(
+                f"{params:,} ({ratio:,.0f}x)" if ratio >= 1 else f"{params:,} ({ratio:.2f}x)"
+            )
             count = m.encoder_layers if method.site.startswith("encoder") else m.decoder_layers
             csv_rows.append([key, size, params, replaced, params / replaced, count, params * count])
         md_rows.append(line)
@@ -762,7 +772,8 @@ def report(
     cfg = _model_config(records, spec)
     used = {r["size"] for r in cells}
     sizes = [s for s in SIZES if s != "XL" or s in used]
-    params_md, params_csv = params_table(cfg, sizes)
+    used = [e for v in grid.get("replace") or [] for e in (v if isinstance(v, list) else [v])]
+    params_md, params_csv = params_table(cfg, sizes, used)
     sections += [params_md, ""]
     files["params.csv"] = params_csv
     files["results.csv"] = results_csv(cells)

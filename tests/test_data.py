@@ -331,6 +331,47 @@ def test_subsets():
 
 
 @needs_data
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_grouped_test_set_joins_consecutive_flickr_pairs(k):
+    """data.test_group=k: each k consecutive test_2016_flickr pairs joined into one (length
+    generalisation); the last incomplete group is dropped; valid and train are untouched."""
+    src = gz_lines(M30K / "test_2016_flickr.de.gz")
+    tgt = gz_lines(M30K / "test_2016_flickr.en.gz")
+    grouped = load_split(cfg("multi30k", test_group=k), "test")
+    assert len(grouped) == 1000 // k
+    for i in (0, 1, len(grouped) - 1):
+        assert grouped.src[i] == " ".join(src[i * k : (i + 1) * k])
+        assert grouped.tgt[i] == " ".join(tgt[i * k : (i + 1) * k])
+    assert grouped.name.endswith(f"test_2016_flickr (groups of {k})")
+    assert len(load_split(cfg("multi30k", test_group=k), "valid")) == 1014
+    # data.eval_subset keeps the first N groups
+    first = load_split(cfg("multi30k", test_group=k, eval_subset=5), "test")
+    assert first.src == grouped.src[:5]
+
+
+def test_grouping_keeps_only_whole_groups():
+    from attnless.data import group_pairs
+
+    text = ParallelText(["a", "b", "c"], ["A", "B", "C"], "t")
+    assert group_pairs(text, 1) is text
+    assert group_pairs(text, 2).src == ["a b"] and group_pairs(text, 2).tgt == ["A B"]
+    with pytest.raises(DataError, match="fewer than one group of 4"):
+        group_pairs(text, 4)
+
+
+def test_test_group_is_checked_and_names_the_scores_file():
+    from attnless.config import Config, ConfigError, from_dict
+    from attnless.evaluate import output_tag
+
+    with pytest.raises(ConfigError, match="data.test_group"):
+        from_dict({"data": {"test_group": 0}})
+    config = Config()
+    config.data.test_group = 4
+    assert output_tag(config, "test") == "test.group4.greedy"
+    assert output_tag(config, "valid") == "valid.greedy"
+
+
+@needs_data
 def test_multi30k_language_not_in_split():
     with pytest.raises(DataError, match=r"data.src: 'cs' is not available in multi30k "):
         load_split(cfg("multi30k", "cs", "en", test_set="test_2017_mscoco"), "test")

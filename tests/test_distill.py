@@ -498,3 +498,70 @@ def _eval_sets(extra: list[str]) -> list[str]:
     if not extra:
         return []
     return [f"eval.replace=[{extra[1]}]", f"eval.layers={extra[3]}"]
+
+
+def test_parameter_free_students_skip_training_and_still_evaluate(teacher_run: Config) -> None:
+    replace = '["encoder.self=fnet:M", "encoder.self=meanpool:M", "encoder.self=toeplitz:XS"]'
+    cfg = _with(teacher_run, f"distill.replace={replace}", "distill.layers=0-1", "distill.epochs=1")
+    distiller = Distiller(cfg, prepare(cfg, record=False), progress=False)
+    free = [s for s in distiller.students if s.spec.method != "toeplitz"]
+    assert len(free) == 4 and all(s.optimizer is None for s in free)
+    summary = distiller.fit()  # the toeplitz students train in the same call
+    for key, info in summary["students"].items():
+        if ".toeplitz-" in key:
+            assert info["params"] > 0 and info["step"] > 0 and info["epoch"] == 1, key
+        else:
+            assert info["params"] == 0 and info["step"] == 0 and info["valid_mse"] > 0, key
+    path = cfg.run_dir() / "students" / "encoder.self" / "fnet-M" / "layer0.pt"
+    payload = checkpoint.load(path)
+    assert payload["optimizer"] is None and payload["position"] == (0, 0, 0)
+    before = path.read_bytes()
+    distill(cfg, progress=False)  # nothing left to do: the checkpoint stays as it is
+    assert path.read_bytes() == before
+    evaluated = _with(
+        teacher_run,
+        "eval.replace=[encoder.self=fnet:M]",
+        "eval.layers=0-1",
+        "data.eval_subset=10",
+    )
+    (result,) = evaluate(evaluated, ["test"], progress=False)
+    assert result["student_params"] == 0 and result["replaced_params"] > 0
+    assert result["teacher_fallback"] == 0 and 0 <= result["bleu"] <= 100
+
+
+def test_grouped_test_set_reports_the_fallback_of_length_capped_students(
+    teacher_run: Config,
+) -> None:
+    """Length generalisation: on test pairs joined in groups of 4, the length-capped mixer
+    hands sources over n to the teacher (counted); the Toeplitz mixer reads them all."""
+    from attnless.data import load_split
+    from attnless.data.tokenizer import Tokenizer
+
+    n = 150  # the tiny vocabulary makes long sentences: a group of 4 has 100-200 subwords
+    replace = '["encoder.self=mixer:XS", "encoder.self=toeplitz:S"]'
+    cfg = _with(
+        teacher_run,
+        f"distill.replace={replace}",
+        "distill.layers=all",
+        "distill.epochs=1",
+        f"distill.n={n}",
+    )
+    distill(cfg, progress=False)
+    grouped = ("data.test_group=4", "data.eval_subset=12", f"distill.n={n}")
+    text = load_split(_with(teacher_run, *grouped).data, "test")
+    assert len(text) == 12 and text.name.endswith("(groups of 4)")
+    lengths = [len(s) for s in Tokenizer.load(cfg.run_dir()).encode_src(text.src)]
+    over = sum(length > n for length in lengths)
+    assert 0 < over < len(lengths)  # the test needs both kinds
+    for method, fallback in (("mixer:XS", over), ("toeplitz:S", 0)):
+        run = _with(
+            teacher_run, f"eval.replace=[encoder.self={method}]", "eval.layers=all", *grouped
+        )
+        (result,) = evaluate(run, ["test"], progress=False)
+        assert result["teacher_fallback"] == fallback, method
+        assert result["test_set"] == text.name and result["sentences"] == 12 - fallback
+        out = cfg.run_dir() / "eval" / result["variant"]
+        assert (out / "test.group4.first12.greedy.scores.json").is_file()
+        assert len((out / "test.group4.first12.greedy.hyp.txt").read_text().splitlines()) == 12
+    teacher = cfg.run_dir() / "eval" / "teacher" / "test.group4.first12.greedy.scores.json"
+    assert read_json(teacher)["test_set"] == text.name  # the teacher scored on the same groups

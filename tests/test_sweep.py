@@ -669,3 +669,62 @@ def test_teacher_is_shipped_and_reused_and_only_missing_cells_run(
         assert cell["cell_id"] in first and cell["cell_id"] not in {r["cell_id"] for r in cells[:5]}
         assert cell["teacher_bleu"] == first[cell["cell_id"]]["teacher_bleu"]
         assert cell["bleu"] == first[cell["cell_id"]]["bleu"]
+
+
+def test_beyond_spec_dry_run_and_parameter_table(tmp_path: Path) -> None:
+    """experiments/beyond.yaml (issue 18): the new methods go through the cost model, the
+    parameter counts and the report."""
+    out = tmp_path / "beyond"
+    result = CliRunner().invoke(
+        app, ["sweep", "experiments/beyond.yaml", "--dry-run", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "sweep beyond: 15 cells, preset paper" in result.output
+    assert result.output.count(" pending ") == 15
+    assert "15 student families (90 students)" in result.output
+    md, csv_text = params_table(
+        Config(), ["XS", "S", "M"], ["encoder.self=mixer", "encoder.self=fnet"]
+    )
+    rows = {(r.split(",")[0], r.split(",")[1]): r.split(",") for r in csv_text.splitlines()[1:]}
+    assert int(rows[("encoder.self=mixer", "M")][2]) == 53_936
+    assert int(rows[("encoder.self=fnet", "XS")][2]) == 0
+    assert ("encoder.self=alr", "M") in rows  # the paper's methods are always listed
+    assert not any(key.startswith("encoder.self=toeplitz") for key, _ in rows)  # not asked for
+    assert "53,936 (1x)" in md and "0 (0.00x)" in md and "37,360 (0.75x)" in md
+
+
+def test_report_with_methods_beyond_the_paper(tmp_path: Path) -> None:
+    sweep = tmp_path / "beyond"
+    sweep.mkdir()
+    (sweep / "spec.yaml").write_text(
+        "name: beyond\npreset: paper\ngrid:\n  replace:\n    - [encoder.self=alr]\n"
+        "    - [encoder.self=toeplitz]\n    - [encoder.self=meanpool]\n  size: [XS, M]\n"
+    )
+    records = []
+    for i, (method, size) in enumerate(
+        [(m, s) for m in ("alr", "toeplitz", "meanpool") for s in ("XS", "M")]
+    ):
+        result = {"split": "test", "test_set": "t", "bleu": 30.0 - i, "bleu_signature": "sig"}
+        result.update(teacher_bleu=32.0, relative_bleu=100 * (30.0 - i) / 32)
+        result.update(student_params=0 if method == "meanpool" else 1000, teacher_fallback=0)
+        records.append(
+            {
+                "kind": "cell",
+                "cell_id": f"c{i}",
+                "corpus": "multi30k",
+                "direction": "de-en",
+                "replace": [f"encoder.self={method}"],
+                "size": size,
+                "layers": "all",
+                "config": {"model": {"encoder_layers": 6, "decoder_layers": 6}},
+                "scores": {"test": result},
+                **result,
+            }
+        )
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = report(sweep)
+    md = (sweep / "report" / "report.md").read_text()
+    assert "TOEPLITZ" in md and "MEANPOOL" in md and not summary["warnings"]
+    params = _lines(sweep / "report" / "params.csv")
+    assert any(r.startswith("encoder.self=meanpool,M,0,") for r in params)
+    assert "relative_bleu.png" in summary["files"]

@@ -5,7 +5,15 @@ raises :class:`DataError`. Nothing heavy is imported here; ``huggingface_hub`` i
 when a download from the hub is needed.
 """
 
-from .corpora import CORPORA, SPLITS, SUPPORTED_CORPORA, Corpus, describe_source, load_split
+from .corpora import (
+    CORPORA,
+    SPLITS,
+    SUPPORTED_CORPORA,
+    Corpus,
+    describe_source,
+    group_pairs,
+    load_split,
+)
 from .errors import DataError
 from .textio import ParallelText, read_lines, read_parallel
 from .wit3 import parse_train_tags, parse_xml_segments
@@ -18,6 +26,7 @@ __all__ = [
     "DataError",
     "ParallelText",
     "describe_source",
+    "group_pairs",
     "load_split",
     "parse_train_tags",
     "parse_xml_segments",

@@ -3,6 +3,8 @@
 ``CORPORA`` maps a corpus name to its loader and describer; adding a corpus is one entry.
 Splits are ``train``, ``valid`` and ``test``. ``data.train_subset`` keeps the first N training
 pairs, ``data.eval_subset`` the first N valid/test pairs. No length filtering happens here.
+``data.test_group = k > 1`` makes the test split one of longer inputs for length
+generalisation: each k consecutive pairs joined into one (see :func:`group_pairs`).
 
 The ``text`` corpus reads ``data.files.<split>`` (src and tgt paths; split ``test`` reads the
 entry named by ``data.test_set``, ``test`` by default). A relative path is used as given if it
@@ -103,12 +105,35 @@ def _subset(value: int | None, field: str) -> int | None:
     return value
 
 
+def group_pairs(text: ParallelText, k: int) -> ParallelText:
+    """Pairs made of ``k`` consecutive pairs of ``text`` each, sources and targets joined with
+    a space (in order: pairs 1..k, k+1..2k, ...); a last group of fewer than ``k`` pairs is
+    dropped, so every pair is exactly ``k`` of the original ones."""
+    if k < 1:
+        raise DataError(f"data.test_group: must be a positive number of pairs, got {k}")
+    if k == 1:
+        return text
+    whole = len(text) - len(text) % k
+    if not whole:
+        raise DataError(
+            f"data.test_group: {text.name} has {len(text)} pairs, fewer than one group of {k}"
+        )
+
+    def join(lines: list[str]) -> list[str]:
+        return [" ".join(lines[i : i + k]) for i in range(0, whole, k)]
+
+    return ParallelText(join(text.src), join(text.tgt), f"{text.name} (groups of {k})")
+
+
 def load_split(cfg: DataConfig, split: str) -> ParallelText:
-    """Load one split of the configured corpus and direction, then apply the subset option."""
+    """Load one split of the configured corpus and direction, group the test split's pairs
+    (``data.test_group``), then apply the subset option (to the groups)."""
     corpus = _corpus(cfg, split)
     field = "data.train_subset" if split == "train" else "data.eval_subset"
     limit = _subset(cfg.train_subset if split == "train" else cfg.eval_subset, field)
     text = corpus.load(cfg, split)
+    if split == "test":
+        text = group_pairs(text, cfg.test_group)
     return text if limit is None else text.head(limit)
 
 

@@ -28,6 +28,11 @@ the padded form's (tests/test_replacements.py checks both against a literal ``nn
 
 Outputs at padded positions are exactly zero, and padded inputs are zeroed before use, so a
 padded token never changes any output.
+
+``flops(length)`` of each network counts the multiply-adds (x2) of its matrix products for one
+sentence of ``length`` positions (cross-attention: and an encoder output of ``length``), as
+computed here (length-truncated); products of the weights alone (the padding's (H, 2) terms,
+once per batch or decoding run) and elementwise work are not counted.
 """
 
 from __future__ import annotations
@@ -306,6 +311,11 @@ class FixedLengthFF(nn.Module):
         out = out.reshape(b, positions, d)[:, :t]
         return out * keep.to(out.dtype)
 
+    def flops(self, length: int) -> int:
+        """One network (T*d -> H) per head, each writing its T*d/heads outputs."""
+        width = (length if self.truncate else self.n) * self.d_model
+        return 2 * width * self.ff.hidden * (self.heads + 1)
+
 
 class _PrefixFF(nn.Module):
     """Shared machinery of the decoder-side networks: output i = FF(input masked to positions
@@ -417,6 +427,10 @@ class CausalFixedLengthFF(_PrefixFF):
         out = F.linear(hidden, self.ff.fc2_weight.squeeze(0), self.ff.fc2_bias.squeeze(0))
         return out * padding.keep[..., None].to(out.dtype)
 
+    def flops(self, length: int) -> int:
+        """Each position's columns of Linear1 once, and Linear2 (H -> d) per position."""
+        return 4 * length * self.d_model * self.ff.hidden
+
 
 class CrossFixedLengthFF(_PrefixFF):
     """Cross-attention core replacement (ALR site): ``[enc (n*d) ; dec (n*d)] -> H -> n*d``.
@@ -466,3 +480,9 @@ class CrossFixedLengthFF(_PrefixFF):
         b2 = self.ff.fc2_bias.squeeze(0).view(self.n, d)[start : start + t]
         out = torch.einsum("bth,tdh->btd", hidden, w2) + b2
         return out * keep.to(out.dtype)
+
+    def flops(self, length: int) -> int:
+        """The encoder output's columns of Linear1 once, then as the decoder self-attention
+        network (causal) or one pass over all decoder columns and T*d outputs (paper mode)."""
+        width = length * self.d_model
+        return 2 * width * self.ff.hidden + 4 * width * self.ff.hidden

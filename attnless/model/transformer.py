@@ -100,6 +100,12 @@ class SelfAttentionCore(nn.Module):
             out = attention(q, k, v, padding.attn_mask, dropout_p=p)
         return out.transpose(1, 2).reshape(b, t, d)
 
+    def flops(self, length: int) -> int:
+        """Multiply-adds (x2) of one sentence of ``length`` positions: the QKV projection and
+        the two attention products (softmax and masking not counted)."""
+        d = self.qkv.in_features
+        return 6 * length * d * d + 4 * length * length * d
+
 
 class CrossAttentionCore(nn.Module):
     """Query projection of the decoder stream, key/value projection of the encoder output."""
@@ -135,6 +141,11 @@ class CrossAttentionCore(nn.Module):
         mask = memory_padding.attn_mask
         out = attention(q, k, v, mask, dropout_p=p)
         return out.transpose(1, 2).reshape(b, t, d)
+
+    def flops(self, length: int) -> int:
+        """As :meth:`SelfAttentionCore.flops`, with an encoder output of ``length`` positions."""
+        d = self.q.in_features
+        return 6 * length * d * d + 4 * length * length * d
 
 
 def _causal_mask(queries: int, keys: int, device: torch.device) -> Tensor:

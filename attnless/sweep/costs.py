@@ -120,6 +120,7 @@ def corpus_sizes(cfg: Config, run_dir: Path | None = None) -> dict[str, float]:
             sizes["train"] = min(sizes["train"], d.train_subset)
         if d.eval_subset:
             sizes["valid"] = min(sizes["valid"], d.eval_subset)
+    sizes["test"] //= d.test_group
     if d.eval_subset:
         sizes["test"] = min(sizes["test"], d.eval_subset)
     return sizes

@@ -1,4 +1,5 @@
-"""Parameter counts of students and teacher modules, from models built on the meta device."""
+"""Parameter and FLOP counts of students and teacher modules, from models built on the meta
+device."""
 
 from __future__ import annotations
 
@@ -31,6 +32,31 @@ def student_shape(key: str, size: str, n: int, d_model: int, heads: int) -> tupl
 def student_params(key: str, size: str, n: int, d_model: int, heads: int) -> int:
     """Parameters of one student (one layer) of method ``key``."""
     return student_shape(key, size, n, d_model, heads)[0]
+
+
+def student_flops(key: str, size: str, length: int, n: int, d_model: int, heads: int) -> int:
+    """FLOPs (2 x multiply-adds of the matrix products) of one student of method ``key`` (one
+    layer) on one sentence of ``length`` positions: its ``flops`` method, see
+    :mod:`attnless.model.mixers`. A length-capped student cannot read more than ``n``."""
+    import torch
+
+    from attnless.model.replacements import SequenceTooLong
+
+    method = METHODS[key]
+    if method.fixed_length and length > n:
+        raise SequenceTooLong(f"{key}: {length} positions do not fit n={n}")
+    with torch.device("meta"):
+        net = method.build(n, d_model, size, {"heads": heads, "causal": True})
+    return net.flops(length)
+
+
+def replaced_flops(key: str, d_model: int, heads: int, length: int) -> int | None:
+    """FLOPs of the teacher module a student of method ``key`` replaces, on one sentence of
+    ``length`` positions, where it has a count (the attention cores); else None."""
+    from attnless.model.sites import get_module
+
+    module = get_module(_meta_teacher(d_model, heads, 4 * d_model, 1, 1, 8), METHODS[key].path(0))
+    return module.flops(length) if hasattr(module, "flops") else None
 
 
 def _meta_teacher(

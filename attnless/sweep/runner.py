@@ -123,7 +123,7 @@ class Sweep:
                 f"{cell.layers:8}  {est:>8}"
             )
         to_train = [d for d, s in plan.teachers.items() if s > 0]
-        to_distill = [k for k, s in plan.families.items() if s > 0]
+        to_distill = list(plan.students)  # pending families (parameter-free ones cost ~0 s)
         students = sum(plan.students.values())
         lines += [
             "",
