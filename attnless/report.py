@@ -501,26 +501,20 @@ def params_table(
 
 
 def _flops_text(row: dict) -> str:
-    """Network and replaced-module MFLOP per sentence of the hybrid (all its layers)."""
+    """Network (and replaced-module) MFLOP per sentence of the hybrid (all its layers)."""
     model, lengths = row.get("model") or {}, row.get("lengths")
     if not model or not lengths:
         return ""
-    network = replaced = 0.0
+    network, replaced = 0.0, 0.0
     for entry in row["replace"].split("+"):
         count = model["encoder_layers" if entry.startswith("encoder") else "decoder_layers"]
         chosen = layer_indices(row["layers"])
         layers = count if chosen is None else len(chosen)
-        net, rep = inference_flops(
-            entry,
-            row["size"],
-            row["n"],
-            model["d_model"],
-            model["heads"],
-            model["ffn_dim"],
-            *lengths,
-        )
-        network, replaced = network + layers * net, replaced + layers * rep
-    return f"{network / 1e6:.3g} / {replaced / 1e6:.3g}"
+        size, d, heads = row["size"], model["d_model"], model["heads"]
+        net, rep = inference_flops(entry, size, row["n"], d, heads, *lengths)
+        network += layers * net
+        replaced = None if rep is None or replaced is None else replaced + layers * rep
+    return f"{network / 1e6:.3g} / " + ("-" if replaced is None else f"{replaced / 1e6:.3g}")
 
 
 def cost_table(cells: list[dict]) -> tuple[str, str] | None:

@@ -102,30 +102,12 @@ def teacher_params(d_model: int, heads: int, ffn_dim: int, enc: int, dec: int, v
 
 
 def inference_flops(
-    key: str, size: str, n: int, d: int, heads: int, ffn: int, src: float, tgt: float
-) -> tuple[float, float]:
-    """(replacement network, teacher module it replaces) FLOPs of one layer for one sentence
-    of ``src`` source and ``tgt`` target tokens, counting 2 per multiply-add of the matmuls:
-    the length-truncated networks multiply only the positions present, the decoder-side
-    networks one position per decoding step; the teacher's attention core computes Q, K, V,
-    the scores and their weighted sum (decoder self-attention over the growing prefix)."""
-    import torch
-
-    with torch.device("meta"):
-        net = METHODS[key].build(n, d, size, {"heads": heads, "causal": True})
-    hidden, k = net.ff.hidden, net.ff.k
-    site, _, method = key.partition("=")
-    if site == "encoder.self":
-        network = 2 * k * src * d * hidden + 2 * hidden * src * d
-        replaced = 6 * src * d * d + 4 * src * src * d
-        if method in ("alrr", "elr"):
-            replaced += 2 * src * d * d  # W_O
-        if method == "elr":
-            replaced += 4 * src * d * ffn
-    elif site == "decoder.self":
-        network = 4 * tgt * d * hidden
-        replaced = 6 * tgt * d * d + 2 * tgt * tgt * d
-    else:  # decoder.cross: the encoder half once, then one position per step
-        network = 2 * src * d * hidden + 4 * tgt * d * hidden
-        replaced = 4 * src * d * d + 2 * tgt * d * d + 4 * tgt * src * d
-    return float(network), float(replaced)
+    key: str, size: str, n: int, d: int, heads: int, src: float, tgt: float
+) -> tuple[float, float | None]:
+    """(replacement network, teacher module it replaces) FLOPs of one layer for a sentence of
+    ``src`` source and ``tgt`` target tokens (the decoder-side networks at ``tgt``), from the
+    modules' own ``flops`` (None where the replaced module has none: whole sublayers/layers)."""
+    length = max(1, round(src if key.startswith("encoder") else tgt))
+    network = float(student_flops(key, size, length, n, d, heads))
+    replaced = replaced_flops(key, d, heads, length)
+    return network, None if replaced is None else float(replaced)
