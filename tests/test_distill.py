@@ -512,7 +512,7 @@ def test_parameter_free_students_skip_training_and_still_evaluate(teacher_run: C
             assert info["params"] > 0 and info["step"] > 0 and info["epoch"] == 1, key
         else:
             assert info["params"] == 0 and info["step"] == 0 and info["valid_mse"] > 0, key
-    path = cfg.run_dir() / "students" / "encoder.self" / "fnet-M" / "layer0.pt"
+    path = _student_file(cfg, "encoder.self=fnet:M", 0)
     payload = checkpoint.load(path)
     assert payload["optimizer"] is None and payload["position"] == (0, 0, 0)
     before = path.read_bytes()
@@ -523,6 +523,7 @@ def test_parameter_free_students_skip_training_and_still_evaluate(teacher_run: C
         "eval.replace=[encoder.self=fnet:M]",
         "eval.layers=0-1",
         "data.eval_subset=10",
+        "distill.epochs=1",  # the students' settings (their folder key)
     )
     (result,) = evaluate(evaluated, ["test"], progress=False)
     assert result["student_params"] == 0 and result["replaced_params"] > 0
@@ -547,7 +548,8 @@ def test_grouped_test_set_reports_the_fallback_of_length_capped_students(
         f"distill.n={n}",
     )
     distill(cfg, progress=False)
-    grouped = ("data.test_group=4", "data.eval_subset=12", f"distill.n={n}")
+    # the students' settings (their folder key) and the grouped test set
+    grouped = ("data.test_group=4", "data.eval_subset=12", f"distill.n={n}", "distill.epochs=1")
     text = load_split(_with(teacher_run, *grouped).data, "test")
     assert len(text) == 12 and text.name.endswith("(groups of 4)")
     lengths = [len(s) for s in Tokenizer.load(cfg.run_dir()).encode_src(text.src)]
