@@ -11,7 +11,6 @@ from torch import Tensor
 
 from attnless.config import DecodeConfig, ModelConfig
 from attnless.decode import translate_ids
-from attnless.students import StudentSpec, parse_replace
 from attnless.hybrid import Hybrid
 from attnless.model import Seq2SeqTransformer, count_parameters
 from attnless.model.mixers import (
@@ -31,6 +30,7 @@ from attnless.model.sites import (
     install,
 )
 from attnless.model.transformer import Padding
+from attnless.students import StudentSpec, parse_replace
 from tests.test_replacement_oracle import paper_network, randomize_norms
 
 N, D, HEADS = 6, 8, 2
