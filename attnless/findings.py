@@ -53,17 +53,23 @@ def rises_and_saturates(rows: list[Row]) -> Finding:
             bleu = [r["bleu"] for r in measured]
             if any(b < a - TOLERANCE for a, b in zip(bleu, bleu[1:])):
                 broken.append(f"{variant} {direction}")
-            gains = [b - a for a, b in zip(bleu, bleu[1:])]
-            saturating.append(gains[-1] <= max(gains[:-1]))
+            if "L" in sizes:  # saturation is judged on the step to the largest paper size
+                gains = [b - a for a, b in zip(bleu, bleu[1:])]
+                saturating.append(gains[-1] <= max(gains[:-1]))
+    evidence = "; ".join(seen) + "."
     if not seen:
         return Finding(claim, "not yet measured", "No variant has three sizes measured yet.")
-    holds = not broken and all(saturating)
-    why = (
-        f"BLEU falls by more than {TOLERANCE} with size for {', '.join(broken)}. " if broken else ""
-    )
+    if broken:
+        why = f"BLEU falls by more than {TOLERANCE} with size for {', '.join(broken)}. "
+        return Finding(claim, "does not hold", why + evidence)
+    if not saturating:
+        return Finding(
+            claim, "not yet measured", f"Rises so far; saturation needs size L. {evidence}"
+        )
     if not all(saturating):
-        why += "The last size step gains more than an earlier one for some variant. "
-    return Finding(claim, "holds" if holds else "does not hold", why + "; ".join(seen) + ".")
+        why = "The step to L gains more than an earlier step for some variant. "
+        return Finding(claim, "does not hold", why + evidence)
+    return Finding(claim, "holds", evidence)
 
 
 def _best(rows: list[Row], keep: Callable[[Row], bool]) -> Row | None:

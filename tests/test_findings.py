@@ -38,6 +38,15 @@ def test_rising_saturating_alr_is_competitive() -> None:
     assert verdicts(rows) == ["holds", "holds", "not yet measured"] + ["not yet measured"] * 2
 
 
+def test_saturation_needs_the_largest_size() -> None:
+    rows = [alr("XS", 20.0), alr("S", 25.0), alr("M", 37.0)]
+    assert findings(rows)[0].verdict == "not yet measured"
+    assert findings([*rows, alr("L", 39.5)])[0].verdict == "holds"
+    assert findings([*rows, alr("L", 39.9)])[0].verdict == "holds"
+    rows = [alr("XS", 20.0), alr("S", 21.0), alr("M", 22.0), alr("L", 37.0)]
+    assert findings(rows)[0].verdict == "does not hold"
+
+
 def test_falling_bleu_and_a_weak_encoder_do_not_hold() -> None:
     rows = [alr("XS", 30.0), alr("S", 25.0), alr("M", 31.0)]
     first, competitive, *_ = findings(rows)
