@@ -58,9 +58,9 @@ def evaluate(
 
 def translate(cfg: Config, lines: list[str], checkpoint: str = "best") -> list[str]:
     """Translate raw source lines with the run's teacher: one hypothesis per line."""
-    from attnless.checkpoint import load_model
-    from attnless.data.tokenizer import Tokenizer
     from attnless.evaluate import translate_lines
+    from attnless.rundir import RunDir
 
-    model, _ = load_model(cfg.run_dir(), checkpoint)
-    return translate_lines(model, Tokenizer.load(cfg.run_dir()), lines, cfg)[0]
+    run = RunDir.of(cfg)
+    model, _ = run.load_teacher(checkpoint)
+    return translate_lines(model, run.tokenizer(), lines, cfg)[0]

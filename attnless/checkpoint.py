@@ -1,4 +1,5 @@
-"""Checkpoints: everything needed to resume, re-score or translate, written atomically."""
+"""Checkpoint files: written atomically, loaded with errors that name the file; RNG states and
+weight averaging. Which file holds what is :class:`attnless.rundir.RunDir`'s business."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import torch
 
-from attnless.model import Seq2SeqTransformer, build_model
 from attnless.runs import atomic_open
 
 
@@ -61,28 +61,3 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         return torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-
-
-def load_model(
-    run_dir: str | Path, which: str = "best", device: torch.device | str = "cpu"
-) -> tuple[Seq2SeqTransformer, dict[str, Any]]:
-    """The teacher stored in ``run_dir/checkpoints/{which}.pt`` (eval mode) and its payload."""
-    from attnless import config as config_mod
-
-    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        have = [name for name in config_mod.CHECKPOINTS if path.with_name(f"{name}.pt").is_file()]
-        hint = " (average.pt is written when train.average_last > 0)" if which == "average" else ""
-        raise FileNotFoundError(
-            f"{path}: checkpoint not found{hint}; this run has: "
-            f"{', '.join(have) or 'none (train it first)'}"
-        )
-    payload = load(path, device)
-    cfg = config_mod.from_dict(payload["config"], str(path))
-    state = payload["model"]
-    src_vocab = state["encoder.embed.tokens.weight"].size(0)
-    tgt_vocab = state["decoder.embed.tokens.weight"].size(0)
-    model = build_model(cfg, src_vocab, tgt_vocab).to(device)
-    model.load_state_dict(state)
-    model.eval()
-    return model, payload

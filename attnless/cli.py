@@ -151,8 +151,9 @@ def train(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> No
 def _kept_checkpoint(cfg: Config) -> str:
     """What an interrupted ``train`` leaves: the last checkpoint and its position."""
     from attnless.checkpoint import load
+    from attnless.rundir import RunDir
 
-    last = cfg.run_dir() / "checkpoints" / "last.pt"
+    last = RunDir.of(cfg).checkpoint("last")
     if not last.is_file():
         return f"no checkpoint was written yet ({last} does not exist); training starts over"
     try:
@@ -223,21 +224,19 @@ def distill(
 def _kept_students(cfg: Config) -> str:
     """What an interrupted ``distill`` leaves: the student checkpoints (each written at an epoch
     end) and which of them finished ``distill.epochs``."""
+    from attnless.rundir import RunDir
     from attnless.runs import read_metrics
 
-    folder = cfg.run_dir() / "students"
-    paths = sorted(folder.glob("*/*/*/layer*.pt"))
-    if not paths:
+    run = RunDir.of(cfg)
+    folder, students = run.students, run.student_checkpoints()
+    if not students:
         return f"no student checkpoint was written yet (under {folder}); distillation starts over"
     epochs: dict[str, int] = {}
-    for record in read_metrics(folder / "metrics.jsonl"):
+    for record in read_metrics(run.student_metrics_file):
         if record.get("kind") == "distill_epoch":
             epochs[record["student"]] = record["epoch"]
-    # <site>/<method>-<size>/<settings>/layer<i>.pt is the student <site>.<method>-<size>.<i>
-    keys = [
-        f"{p.parents[2].name}.{p.parents[1].name}.{p.stem.removeprefix('layer')}" for p in paths
-    ]
-    finished = [key for key in keys if epochs.get(key, 0) >= cfg.distill.epochs]
+    finished = [s for s, _ in students if epochs.get(s.key, 0) >= cfg.distill.epochs]
+    paths = [path for _, path in students]
     names = ", ".join(str(p.relative_to(folder)) for p in paths)
     return (
         f"kept {len(paths)} student checkpoints under {folder} ({names}), each as of its last "
@@ -330,11 +329,11 @@ def translate(
     trained teacher, or with a hybrid (--replace, --layers): exactly one output line per
     input line."""
     from attnless import hardware
-    from attnless.checkpoint import load_model
     from attnless.data.textio import read_input_lines
-    from attnless.data.tokenizer import Tokenizer
     from attnless.evaluate import translate_lines
     from attnless.prepare import check_compatible
+    from attnless.replacement import from_config
+    from attnless.rundir import RunDir
     from attnless.runs import write_text
 
     _setup_logging(True)
@@ -349,18 +348,20 @@ def translate(
     source = str(input_file) if input_file else "standard input"
     try:
         lines = read_input_lines(input_file)
-        check_compatible(cfg.run_dir(), cfg)
+        run = RunDir.of(cfg)
+        check_compatible(run.root, cfg)
         device = hardware.resolve_device(cfg.train.device)
+        replacements, chosen = from_config(cfg.eval)
         hybrid = None
-        if cfg.eval.replace:  # students distilled from distill.teacher_checkpoint
+        if replacements:  # students distilled from distill.teacher_checkpoint
             from attnless.hybrid import build_hybrid
 
-            model, payload = load_model(cfg.run_dir(), cfg.distill.teacher_checkpoint, device)
+            model, payload = run.load_teacher(cfg.distill.teacher_checkpoint, device)
             step = payload["state"]["step"]
-            hybrid = build_hybrid(model, step, cfg, cfg.eval.replace, cfg.eval.layers)
+            hybrid = build_hybrid(model, step, cfg, replacements, chosen)
         else:
-            model, _ = load_model(cfg.run_dir(), cfg.eval.checkpoint, device)
-        tokenizer = Tokenizer.load(cfg.run_dir())
+            model, _ = run.load_teacher(cfg.eval.checkpoint, device)
+        tokenizer = run.tokenizer()
         hyps, stats = translate_lines(
             model, tokenizer, lines, cfg, source=source, strict=strict, hybrid=hybrid
         )

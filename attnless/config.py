@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import types
 import typing
 from collections.abc import Sequence
@@ -394,31 +393,13 @@ def check_range(key: str, value: Any) -> None:
             raise _error(where, f"must be {allowed.describe()}, got {item!r}", key)
 
 
-LAYER_PART = re.compile(r"(\d+)(?:-(\d+))?")
-
-
 def layer_indices(text: str, where: str = "layers") -> list[int] | None:
-    """The layers named by a ``layers`` setting: None for ``all``, else the sorted indices of
-    ranges and single layers, e.g. ``0-2,5`` -> [0, 1, 2, 5]. An empty or reversed range is an
-    error that names ``where`` and the value."""
-    text = str(text).replace(" ", "")
-    if text == "all":
-        return None
-    layers: set[int] = set()
-    for part in text.split(","):
-        match = LAYER_PART.fullmatch(part)
-        if not match:
-            raise ConfigError(f"{where} {text!r}: expected all, 0-5 or 0,2,4", (where,))
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
-        if last < first:
-            raise ConfigError(
-                f"{where} {text!r}: the range {part} is reversed and names no layer; write the "
-                f"lower layer first ({last}-{first})",
-                (where,),
-            )
-        layers.update(range(first, last + 1))
-    return sorted(layers)
+    """The layers named by a ``layers`` setting: None for ``all``, else the sorted indices
+    (:class:`attnless.replacement.LayerSet`, whose errors name ``where`` and the value)."""
+    from attnless.replacement import LayerSet
+
+    indices = LayerSet.parse(text, where).indices
+    return None if indices is None else list(indices)
 
 
 def resolve_per_corpus(values: dict[str, Any]) -> dict[str, Any]:

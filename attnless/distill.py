@@ -29,10 +29,12 @@ evaluation finds it like any other student.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,27 +42,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnless import checkpoint, distributed, hardware
+from attnless import distributed, hardware
 from attnless.config import Config, ConfigError
 from attnless.data.batching import Batch, collate, fit_length, sentence_batches
 from attnless.model import count_parameters
-from attnless.model.sites import (
-    Method,
-    ReplacementError,
-    get_method,
-    get_module,
-)
+from attnless.model.sites import Method, get_method, get_module
 from attnless.prepare import Prepared, prepare
 from attnless.progress import progress_bar
-from attnless.runs import append_jsonl, versions, write_json
+from attnless.replacement import LayerSet, Replacement, from_config, to_config
+from attnless.rundir import RunDir
+from attnless.runs import append_jsonl, versions
 from attnless.students import (
-    SETTINGS_FILE,
     StudentSpec,
     build_student,
     expand_specs,
-    settings_diff,
     state_fingerprint,
-    student_dir,
     student_settings,
 )
 
@@ -150,21 +146,31 @@ class Student:
 
 
 class Distiller:
-    """Trains a set of students from one frozen teacher, sharing every teacher pass."""
+    """Trains a set of students from one frozen teacher, sharing every teacher pass: those of
+    ``replacements`` at ``layers`` (default: ``cfg.distill``'s)."""
 
-    def __init__(self, cfg: Config, prepared: Prepared, progress: bool = True) -> None:
-        from attnless.checkpoint import load_model
-
+    def __init__(
+        self,
+        cfg: Config,
+        prepared: Prepared,
+        progress: bool = True,
+        replacements: Sequence[Replacement] | None = None,
+        layers: LayerSet | None = None,
+    ) -> None:
+        if replacements is None or layers is None:
+            replacements, layers = from_config(cfg.distill)
+        else:  # the config the students record names them
+            cfg = copy.deepcopy(cfg)
+            to_config(cfg.distill, replacements, layers)
         self.cfg = cfg
         self.run_dir = prepared.run_dir
+        self.run = RunDir(prepared.run_dir)
         self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
         self.progress = progress and cfg.distill.progress and self.ctx.is_main
         if self.device.type == "cpu":
             hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
         self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
-        self.teacher, payload = load_model(
-            self.run_dir, cfg.distill.teacher_checkpoint, self.device
-        )
+        self.teacher, payload = self.run.load_teacher(cfg.distill.teacher_checkpoint, self.device)
         self.teacher_step = payload["state"]["step"]
         self.teacher_hash = state_fingerprint(payload["model"])
         for p in self.teacher.parameters():
@@ -174,43 +180,32 @@ class Distiller:
         self.valid_data = fit_length(prepared.valid, n)
         if not len(self.train_data):
             raise ConfigError(f"distill.n={n}: no training pair fits {n} positions")
-        specs = expand_specs(cfg.distill.replace, cfg.distill.layers, self.teacher)
+        specs = expand_specs(replacements, layers, self.teacher)
         self.students = [self._make_student(spec) for spec in specs]
         for folder in dict.fromkeys(s.path.parent for s in self.students):
             log.info("students in %s", folder)
-        self.metrics_path = self.run_dir / "students" / "metrics.jsonl"
+        self.metrics_path = self.run.student_metrics_file
         self.encoder_only = all(s.spec.site.startswith("encoder") for s in self.students)
 
     def _make_student(self, spec: StudentSpec) -> Student:
         torch.manual_seed(self.cfg.seed * 1_000_003 + zlib.crc32(spec.key.encode()))
         method = get_method(spec.site, spec.method)
         net = build_student(spec, self.cfg).to(self.device)
-        settings = student_settings(self.cfg, spec.site, spec.method, spec.size, self.teacher_hash)
+        settings = student_settings(self.cfg, spec.family, self.teacher_hash)
         trainable = count_parameters(net) > 0
         optimizer = make_student_optimizer(net, settings["lr"], self.cfg) if trainable else None
-        path = student_dir(self.run_dir, settings) / f"layer{spec.layer}.pt"
+        path = self.run.student_folder(settings).layer(spec.layer)
         student = Student(spec, method, method.path(spec.layer), net, optimizer, settings, path)
-        if path.exists():
-            payload = checkpoint.load(path, self.device)
-            self._check_meta(path, payload["meta"], student)
+        if path.exists():  # resume it, if it was distilled with these settings
+            payload = self.run.load_student(
+                settings, spec.layer, self.device, processes=self.ctx.world, whose="this job's"
+            )
             net.load_state_dict(payload["student"])
             if optimizer is not None:
                 optimizer.load_state_dict(payload["optimizer"])
             student.epoch, student.batch_in_epoch, student.step = payload["position"]
             student.history = payload.get("history", [])
         return student
-
-    def _check_meta(self, path: Path, meta: dict, student: Student) -> None:
-        """Refuse to resume (or reuse) a checkpoint made with other settings (a file copied or
-        moved by hand) or by another number of processes (other batches per update)."""
-        wanted = {**student.settings, "layer": student.spec.layer, "processes": self.ctx.world}
-        saved = {**meta.get("settings", {}), **{k: meta.get(k) for k in ("layer", "processes")}}
-        diffs = settings_diff(saved, wanted)
-        if diffs:
-            raise ReplacementError(
-                f"{path}: distilled with other settings than this job's (old -> new): "
-                f"{', '.join(diffs)}; delete it, or run with its settings"
-            )
 
     # ---------------------------------------------------------------- persistence
 
@@ -237,10 +232,7 @@ class Distiller:
             "config": self.cfg.to_dict(),
             "versions": versions(),
         }
-        settings_file = student.path.parent / SETTINGS_FILE
-        if not settings_file.exists():
-            write_json(settings_file, {"settings": student.settings})
-        checkpoint.save(student.path, payload)
+        self.run.save_student(student.settings, student.spec.layer, payload)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -465,9 +457,15 @@ def _short_losses(losses: dict[str, float]) -> dict[str, float]:
     return {key.split(".", 2)[-1]: value for key, value in losses.items()}
 
 
-def distill(cfg: Config, progress: bool = True) -> dict[str, Any]:
-    """Distil the students named by ``cfg.distill`` from the teacher of ``cfg``'s run folder."""
+def distill(
+    cfg: Config,
+    progress: bool = True,
+    replacements: Sequence[Replacement] | None = None,
+    layers: LayerSet | None = None,
+) -> dict[str, Any]:
+    """Distil the students of ``replacements`` at ``layers`` (default: those ``cfg.distill``
+    names) from the teacher of ``cfg``'s run folder."""
     ctx, _ = distributed.setup(hardware.resolve_device(cfg.train.device))
     with distributed.main_first(ctx):
         prepared = prepare(cfg, record=False)
-    return Distiller(cfg, prepared, progress=progress).fit()
+    return Distiller(cfg, prepared, progress, replacements, layers).fit()

@@ -16,6 +16,7 @@ registry, e.g. ``toeplitz``) read any length: no fallback and no cap on their ac
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from attnless.data import ParallelText, load_split
 from attnless.data.textio import read_parallel
 from attnless.data.tokenizer import Tokenizer
 from attnless.prepare import check_compatible
-from attnless.runs import read_json, versions, write_json, write_text
-
-TEACHER = "teacher"
+from attnless.replacement import LayerSet, Replacement, from_config, variant_name
+from attnless.rundir import RunDir
+from attnless.runs import versions
 
 
 def score(hypotheses: list[str], references: list[str], chrf: bool = True) -> dict[str, Any]:
@@ -175,11 +176,9 @@ def _speed(sentences: int, hyp_ids: list[list[int]], seconds: float) -> dict[str
     }
 
 
-def _write(out_dir: Path, split: str, cfg: Config, hyps: list[str], result: dict) -> dict:
-    tag = output_tag(cfg, split)
+def _write(cfg: Config, variant: str, split: str, hyps: list[str], result: dict) -> dict:
     result["versions"] = versions()
-    write_text(out_dir / f"{tag}.hyp.txt", "".join(h + "\n" for h in hyps))
-    write_json(out_dir / f"{tag}.scores.json", result)
+    RunDir.of(cfg).write_eval(variant, output_tag(cfg, split), hyps, result)
     return result
 
 
@@ -207,17 +206,12 @@ def evaluate_teacher(
     hyp_ids, seconds = translate_ids(model, tokenizer.encode_src(text.src), cfg, progress)
     hyps = tokenizer.decode_tgt(hyp_ids)
     extra = extra or {}
-    variant = teacher_variant(extra.get("checkpoint", "best"))
+    variant = RunDir.teacher_variant(extra.get("checkpoint", "best"))
     result = _base_record(cfg, split, text, variant)
     result.update(score(hyps, text.tgt, cfg.eval.chrf))
     result.update(_speed(len(text), hyp_ids, seconds))
     result.update(extra)
-    return _write(cfg.run_dir() / "eval" / variant, split, cfg, hyps, result)
-
-
-def teacher_variant(checkpoint: str) -> str:
-    """The folder name of a teacher checkpoint's scores: ``teacher`` for the best one."""
-    return TEACHER if checkpoint == "best" else f"{TEACHER}.{checkpoint}"
+    return _write(cfg, variant, split, hyps, result)
 
 
 def teacher_scores(
@@ -226,9 +220,7 @@ def teacher_scores(
     """The teacher's scores on ``split`` (or ``text``) with the current decoding settings
     (computed once)."""
     text = text or load_split(cfg.data, split)
-    folder = cfg.run_dir() / "eval" / teacher_variant(checkpoint)
-    path = folder / f"{output_tag(cfg, split)}.scores.json"
-    saved = read_json(path)
+    saved = RunDir.of(cfg).read_scores(RunDir.teacher_variant(checkpoint), output_tag(cfg, split))
     same = saved and (
         saved.get("checkpoint") == checkpoint
         and saved.get("decode") == cfg.decode.__dict__
@@ -241,34 +233,32 @@ def teacher_scores(
 def _evaluate_teacher_split(
     cfg: Config, split: str, which: str, progress: bool, text: ParallelText | None = None
 ) -> dict:
-    from attnless.checkpoint import load_model
-
-    device = hardware.resolve_device(cfg.train.device)
-    model, payload = load_model(cfg.run_dir(), which, device)
+    run = RunDir.of(cfg)
+    model, payload = run.load_teacher(which, hardware.resolve_device(cfg.train.device))
     extra = {"checkpoint": which, "step": payload["state"]["step"]}
-    tokenizer = Tokenizer.load(cfg.run_dir())
-    return evaluate_teacher(model, tokenizer, cfg, split, extra, progress, text)
+    return evaluate_teacher(model, run.tokenizer(), cfg, split, extra, progress, text)
 
 
 def evaluate_hybrid(
     cfg: Config,
     splits: list[str],
+    replacements: Sequence[Replacement],
+    layers: LayerSet,
     progress: bool = True,
     texts: dict[str, ParallelText] | None = None,
 ) -> list[dict]:
-    """Score the teacher with the students of ``eval.replace`` x ``eval.layers`` installed
+    """Score the teacher with the students of ``replacements`` at ``layers`` installed
     (``texts``: the text of a split, instead of the corpus's)."""
     texts = texts or {}
-    from attnless.checkpoint import load_model
-    from attnless.hybrid import build_hybrid, describe, finetune, variant_name
+    from attnless.hybrid import build_hybrid, describe, finetune
 
-    run_dir = cfg.run_dir()
+    run = RunDir.of(cfg)
     device = hardware.resolve_device(cfg.train.device)
     which = cfg.distill.teacher_checkpoint
-    teacher, payload = load_model(run_dir, which, device)
+    teacher, payload = run.load_teacher(which, device)
     step = payload["state"]["step"]
-    hybrid = build_hybrid(teacher, step, cfg, cfg.eval.replace, cfg.eval.layers)
-    variant = variant_name(cfg.eval.replace, cfg.eval.layers)
+    hybrid = build_hybrid(teacher, step, cfg, replacements, layers)
+    variant = variant_name(replacements, layers)
     info = describe(hybrid)
     if cfg.eval.finetune_epochs:
         from attnless.prepare import prepare
@@ -276,7 +266,7 @@ def evaluate_hybrid(
         variant += f".ft{cfg.eval.finetune_epochs}"
         prepared = prepare(cfg, record=False)
         info.update(finetune(hybrid, cfg, prepared, cfg.eval.finetune_epochs, progress))
-    tokenizer = Tokenizer.load(run_dir)
+    tokenizer = run.tokenizer()
     results = []
     for split in splits:
         text = texts.get(split) or load_split(cfg.data, split)
@@ -295,7 +285,7 @@ def evaluate_hybrid(
         result.update(stats)
         result["teacher_sentences_per_s"] = teacher_result.get("sentences_per_s")
         result.update({"checkpoint": which, "step": step})
-        results.append(_write(run_dir / "eval" / variant, split, cfg, hyps, result))
+        results.append(_write(cfg, variant, split, hyps, result))
     return results
 
 
@@ -304,9 +294,12 @@ def evaluate(
     splits: list[str] | None = None,
     progress: bool = True,
     texts: dict[str, ParallelText] | None = None,
+    replacements: Sequence[Replacement] | None = None,
+    layers: LayerSet | None = None,
 ) -> list[dict[str, Any]]:
-    """Score the teacher of ``cfg``'s run folder, or, with ``eval.replace``, the hybrid, on
-    ``splits`` or on ``texts`` (split name -> your own parallel text, see :func:`file_text`).
+    """Score the teacher of ``cfg``'s run folder, or, with replacements (``replacements`` at
+    ``layers``, default: ``eval.replace`` at ``eval.layers``), the hybrid, on ``splits`` or on
+    ``texts`` (split name -> your own parallel text, see :func:`file_text`).
 
     Settings that contradict the run folder's (data, tokenizer, model, seed) are an error."""
     check_compatible(cfg.run_dir(), cfg)
@@ -315,8 +308,10 @@ def evaluate(
     device = hardware.resolve_device(cfg.train.device)
     if device.type == "cpu":
         hardware.tune_cpu_runtime(cfg.train.threads)
-    if cfg.eval.replace:
-        return evaluate_hybrid(cfg, splits, progress, texts)
+    if replacements is None or layers is None:
+        replacements, layers = from_config(cfg.eval)
+    if replacements:
+        return evaluate_hybrid(cfg, splits, replacements, layers, progress, texts)
     which = cfg.eval.checkpoint
     return [
         _evaluate_teacher_split(cfg, split, which, progress, texts.get(split)) for split in splits

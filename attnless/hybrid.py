@@ -9,24 +9,23 @@ folders distilled with other settings and how those differ (old -> new), and cha
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from attnless import checkpoint
 from attnless.config import Config
 from attnless.model import Seq2SeqTransformer, count_parameters
 from attnless.model.sites import ReplacementError, get_method, install
+from attnless.replacement import LayerSet, Replacement
+from attnless.rundir import RunDir
 from attnless.students import (
     StudentSpec,
     build_student,
     expand_specs,
-    other_settings,
-    settings_diff,
     state_fingerprint,
-    student_dir,
     student_settings,
 )
 
@@ -57,24 +56,16 @@ class Hybrid:
         return any(s.site.startswith("decoder") for s in self._capped())
 
 
-def variant_name(replace: list[str], layers: str) -> str:
-    """A file-system-safe name of a replacement request, e.g. ``encoder.self-alr-M.L0-5``."""
-    parts = []
-    for text in replace:
-        site, _, rest = text.partition("=")
-        parts.append(f"{site.strip()}-{rest.replace(':', '-').replace(',', '_').strip()}")
-    return "+".join(parts) + f".L{layers.replace(',', '_')}"
-
-
 def load_student(
     spec: StudentSpec, cfg: Config, teacher_hash: str, teacher_step: int, device
 ) -> nn.Module:
     """Load the student of ``spec`` distilled with ``cfg``'s settings from the teacher whose
     weights have the :func:`state_fingerprint` ``teacher_hash`` (at ``teacher_step``)."""
-    settings = student_settings(cfg, spec.site, spec.method, spec.size, teacher_hash)
-    path = student_dir(cfg.run_dir(), settings) / f"layer{spec.layer}.pt"
+    run = RunDir.of(cfg)
+    settings = student_settings(cfg, spec.family, teacher_hash)
+    path = run.student_folder(settings).layer(spec.layer)
     if not path.is_file():
-        others = other_settings(cfg.run_dir(), settings)
+        others = run.other_settings(settings)
         raise ReplacementError(
             f"{path}: no student for {spec.key} distilled with these settings from this "
             f"teacher ({cfg.distill.teacher_checkpoint} checkpoint, step {teacher_step}, "
@@ -82,15 +73,7 @@ def load_student(
             f"--replace {spec.site}={spec.method}:{spec.size} and the same --set options first"
             + "".join(f"\n  other settings (old -> new): {line}" for line in others)
         )
-    payload = checkpoint.load(path, device)
-    meta = payload.get("meta", {})
-    saved = {**meta.get("settings", {}), "layer": meta.get("layer")}
-    diffs = settings_diff(saved, {**settings, "layer": spec.layer})
-    if diffs:
-        raise ReplacementError(
-            f"{path}: distilled with other settings than the request's (old -> new): "
-            + ", ".join(diffs)
-        )
+    payload = run.load_student(settings, spec.layer, device)
     student = build_student(spec, cfg)
     try:
         student.load_state_dict(payload["student"])
@@ -100,10 +83,14 @@ def load_student(
 
 
 def build_hybrid(
-    teacher: Seq2SeqTransformer, teacher_step: int, cfg: Config, replace: list[str], layers: str
+    teacher: Seq2SeqTransformer,
+    teacher_step: int,
+    cfg: Config,
+    replacements: Sequence[Replacement],
+    layers: LayerSet,
 ) -> Hybrid:
-    """A copy of ``teacher`` with the students of ``replace`` x ``layers`` installed."""
-    specs = expand_specs(replace, layers, teacher)
+    """A copy of ``teacher`` with the students of ``replacements`` at ``layers`` installed."""
+    specs = expand_specs(replacements, layers, teacher)
     seen: dict[tuple[str, int], StudentSpec] = {}
     for spec in specs:
         other = seen.setdefault((spec.site, spec.layer), spec)

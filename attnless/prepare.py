@@ -28,7 +28,8 @@ from attnless.data.tokenizer import (
     recorded_fingerprint,
     train_tokenizer,
 )
-from attnless.runs import read_json, versions, write_json, write_text
+from attnless.rundir import RunDir
+from attnless.runs import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 def check_compatible(run_dir: Path, cfg: Config) -> None:
     """Refuse to reuse a run folder whose data, tokenizer or model settings differ."""
-    saved = run_dir / "config.yaml"
+    saved = RunDir(run_dir).config_file
     if not saved.exists():
         return
     old = config_mod.from_dict(config_mod.read_yaml(saved), str(saved)).to_dict()
@@ -85,10 +86,6 @@ def check_compatible(run_dir: Path, cfg: Config) -> None:
         )
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("*.pt"))
-
-
 def _tokenizer(run_dir: Path, train_text: ParallelText, cfg: Config) -> tuple[Tokenizer, str]:
     """The run folder's tokenizer, provided it was trained on ``train_text`` with these settings
     (the fingerprint recorded beside it); else a new one, trained now. Returns it and the
@@ -103,7 +100,7 @@ def _tokenizer(run_dir: Path, train_text: ParallelText, cfg: Config) -> tuple[To
         recorded = recorded_fingerprint(run_dir)
         if recorded == wanted:
             return tokenizer, ""
-        checkpoints = _checkpoints(run_dir)
+        checkpoints = RunDir(run_dir).checkpoint_files()
         if recorded is None and checkpoints:  # a run folder from before fingerprints
             log.info("%s: recording the fingerprint of its tokenizer's data", run_dir)
             record_fingerprint(tokenizer, wanted, train_text.name)
@@ -113,7 +110,7 @@ def _tokenizer(run_dir: Path, train_text: ParallelText, cfg: Config) -> tuple[To
             raise DataError(
                 f"{names}: trained on other data than the training split {train_text.name} now "
                 f"holds (its files changed since), and the checkpoints in "
-                f"{run_dir / 'checkpoints'} were trained with this tokenizer; restore the "
+                f"{RunDir(run_dir).checkpoints} were trained with this tokenizer; restore the "
                 "training data it was trained on, or start another run (--set name=...)"
             )
         log.warning("%s: not trained on this data (or left by a failed prepare); retraining", names)
@@ -147,7 +144,8 @@ def prepare(cfg: Config, record: bool = True) -> Prepared:
     ``record`` writes ``cfg`` as the run folder's config.yaml (prepare and train do; distill and
     evaluate, whose settings belong to their own outputs, do not). A prepare that fails leaves
     no tokenizer it trained behind."""
-    run_dir = cfg.run_dir()
+    run = RunDir.of(cfg)
+    run_dir = run.root
     check_compatible(run_dir, cfg)
     train_text = load_split(cfg.data, "train")
     valid_text = load_split(cfg.data, "valid")
@@ -187,9 +185,8 @@ def prepare(cfg: Config, record: bool = True) -> Prepared:
         dropped["train_pairs_dropped_over_max_len"],
         cfg.data.max_len,
     )
-    if record or not (run_dir / "config.yaml").exists():
-        write_text(run_dir / "config.yaml", config_mod.dump(cfg))
-        write_json(run_dir / "versions.json", versions())
-    if read_json(run_dir / "data.json") != stats:
-        write_json(run_dir / "data.json", stats)
+    if record or not run.config_file.exists():
+        run.record(config_mod.dump(cfg))
+    if read_json(run.data_file) != stats:
+        write_json(run.data_file, stats)
     return Prepared(run_dir, tokenizer, train, valid, valid_text, stats)

@@ -29,7 +29,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,6 +44,7 @@ from attnless.model import Seq2SeqTransformer, build_model, count_parameters
 from attnless.model.loss import batch_loss
 from attnless.prepare import Prepared, prepare
 from attnless.progress import progress_bar
+from attnless.rundir import RunDir
 from attnless.runs import append_jsonl, drop_metrics_after, seed_everything, versions
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,8 @@ class Trainer:
         self.cfg = cfg
         self.data = prepared
         self.run_dir = prepared.run_dir
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.run = RunDir(prepared.run_dir)
+        self.metrics_path = self.run.metrics_file
         self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
         self.progress = progress and cfg.train.progress and self.ctx.is_main
         if self.device.type == "cpu":
@@ -162,9 +162,8 @@ class Trainer:
         self.model = build_model(cfg, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.state = TrainState()
-        last = self.ckpt_dir / "last.pt"
-        if last.exists():
-            self._restore(checkpoint.load(last, self.device))
+        if self.run.checkpoint("last").exists():
+            self._restore(self.run.load_checkpoint("last", self.device))
         elif self.ctx.rank > 0:
             torch.manual_seed(rank_seed(cfg.seed, self.ctx.rank))  # own dropout masks
         self.ddp = self._wrap(self.model)
@@ -228,9 +227,9 @@ class Trainer:
         payload = self._payload()
         if self.ctx.enabled:
             payload["rng_ranks"] = states
-        checkpoint.save(self.ckpt_dir / "last.pt", payload)
+        self.run.save_checkpoint("last", payload)
         if best:
-            checkpoint.save(self.ckpt_dir / "best.pt", payload)
+            self.run.save_checkpoint("best", payload)
 
     # ------------------------------------------------------------------ training
 
@@ -257,7 +256,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"non-finite training loss ({value}) at step {self.state.step} "
                 f"(epoch {self.state.epoch + 1}); training stopped and the last good checkpoint "
-                f"was kept in {self.ckpt_dir}. Try a lower train.lr_scale, a longer "
+                f"was kept in {self.run.checkpoints}. Try a lower train.lr_scale, a longer "
                 "train.warmup or train.precision=fp32."
             )
 
@@ -418,7 +417,7 @@ class Trainer:
         record["train_seconds"] = state.train_seconds
         record["train_tokens_per_s"] = state.train_tokens / max(state.train_seconds, 1e-9)
         self._log(record)
-        self.save(best=best or not (self.ckpt_dir / "best.pt").exists())
+        self.save(best=best or not self.run.checkpoint("best").exists())
         if self.ctx.is_main:
             if self.cfg.train.average_last > 0:
                 self._save_average()
@@ -427,19 +426,16 @@ class Trainer:
     def _save_average(self) -> None:
         """Keep this epoch's weights (``epoch<N>.weights.pt``, the last ``train.average_last``
         epochs only) and write their mean, with this run's metadata, to ``average.pt``."""
-        keep, epoch = self.cfg.train.average_last, self.state.epoch
-        checkpoint.save(self._epoch_weights(epoch), {"model": self.model.state_dict()})
+        keep, epoch, run = self.cfg.train.average_last, self.state.epoch, self.run
+        checkpoint.save(run.epoch_weights(epoch), {"model": self.model.state_dict()})
         for e in range(1, epoch - keep + 1):
-            self._epoch_weights(e).unlink(missing_ok=True)
-        epochs = [e for e in range(epoch - keep + 1, epoch + 1) if self._epoch_weights(e).exists()]
+            run.epoch_weights(e).unlink(missing_ok=True)
+        epochs = [e for e in range(epoch - keep + 1, epoch + 1) if run.epoch_weights(e).exists()]
         payload = self._payload()
         del payload["optimizer"]  # a re-scoring checkpoint: resuming always uses last.pt
-        payload["model"] = checkpoint.average_weights([self._epoch_weights(e) for e in epochs])
+        payload["model"] = checkpoint.average_weights([run.epoch_weights(e) for e in epochs])
         payload["averaged_epochs"] = epochs
-        checkpoint.save(self.ckpt_dir / "average.pt", payload)
-
-    def _epoch_weights(self, epoch: int) -> Path:
-        return self.ckpt_dir / f"epoch{epoch}.weights.pt"
+        run.save_checkpoint("average", payload)
 
     def summary(self) -> dict[str, Any]:
         s = self.state

@@ -28,12 +28,13 @@ from attnless.config import Config
 from attnless.data import load_split
 from attnless.decode import translate_ids
 from attnless.model import Seq2SeqTransformer, build_model, count_parameters
-from attnless.model.sites import get_method, install
+from attnless.model.sites import SITES, get_method, install
 from attnless.prepare import Prepared
+from attnless.replacement import ALL, Replacement
 from attnless.students import build_student, expand_specs
 from benchmarks.common import table, timed
 
-ALL_SITES = ("encoder.self=alr", "decoder.self=alr", "decoder.cross=alr")
+ALR_EVERYWHERE = tuple(Replacement(site, "alr") for site in SITES)
 MAIN_MODES = (("greedy, cached", 1, True), ("beam 4, cached", 4, True))
 CACHE_MODES = (("greedy, cached", 1, True), ("greedy, no cache", 1, False))
 
@@ -44,7 +45,7 @@ def random_hybrid(
     """A copy of ``teacher`` with random-init ALR students of ``size`` at every attention site
     of every layer (installed like :func:`attnless.hybrid.build_hybrid` does)."""
     device = next(teacher.parameters()).device
-    specs = expand_specs([f"{site}:{size}" for site in ALL_SITES], "all", teacher)
+    specs = expand_specs([r.with_sizes(size) for r in ALR_EVERYWHERE], ALL, teacher)
     model = copy.deepcopy(teacher)
     torch.manual_seed(seed)
     paths = {spec: get_method(spec.site, spec.method).path(spec.layer) for spec in specs}

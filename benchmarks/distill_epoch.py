@@ -16,16 +16,47 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from attnless import config as config_mod
 from attnless import hardware
 from attnless.config import Config
-from attnless.data.batching import fit_length, sentence_batches
+from attnless.data.batching import Examples, fit_length, sentence_batches
 from attnless.distill import Distiller
 from attnless.prepare import Prepared
+from attnless.replacement import ALL, LayerSet, Replacement
+from attnless.rundir import RunDir
 from attnless.train import Trainer
 from benchmarks.common import table, timed
+
+ALR = Replacement("encoder.self", "alr")
+
+
+def _setup(
+    cfg: Config, prepared: Prepared, batch_size: int, pick: Callable[[Examples], list[int]]
+) -> tuple[Config, Prepared]:
+    """What both measurements start from: a teacher checkpoint of the config's model (random
+    weights), the training pairs that fit ``n`` that ``pick`` chooses, and the config of one
+    distillation epoch of ``batch_size`` sentences with validation off."""
+    Trainer(cfg, prepared, progress=False).save(best=True)
+    fits = fit_length(prepared.train, cfg.distill.n)
+    data = dataclasses.replace(prepared, train=fits.select(pick(fits)))
+    overrides = [
+        "distill.epochs=1",
+        "distill.max_steps=null",
+        f"distill.batch_size={batch_size}",
+        "distill.validate_every_epoch=false",
+        "distill.progress=false",
+        "distill.teacher_checkpoint=best",
+    ]
+    return config_mod.from_dict(config_mod.apply_overrides(cfg.to_dict(), overrides)), data
+
+
+def _distiller(cfg: Config, data: Prepared, size: str, layers: LayerSet) -> Distiller:
+    """A Distiller of fresh ALR-``size`` students at ``layers`` (none resumed)."""
+    shutil.rmtree(RunDir.of(cfg).students, ignore_errors=True)
+    return Distiller(cfg, data, False, [ALR.with_sizes(size)], layers)
 
 
 def measure(
@@ -38,31 +69,17 @@ def measure(
 ) -> dict[str, Any]:
     device = hardware.resolve_device(cfg.train.device)
     layers = cfg.model.encoder_layers
-    Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
-    fits = fit_length(prepared.train, cfg.distill.n)
-    data = dataclasses.replace(prepared, train=fits.select(list(range(min(sentences, len(fits))))))
-    base = [
-        f"distill.replace=[encoder.self=alr:{size}]",
-        "distill.epochs=1",
-        "distill.max_steps=null",
-        f"distill.batch_size={batch_size}",
-        "distill.validate_every_epoch=false",
-        "distill.progress=false",
-        "distill.teacher_checkpoint=best",
-    ]
+    run_cfg, data = _setup(
+        cfg, prepared, batch_size, lambda fits: list(range(min(sentences, len(fits))))
+    )
 
-    def epoch(which: str) -> float:
-        shutil.rmtree(cfg.run_dir() / "students", ignore_errors=True)
-        run_cfg = config_mod.from_dict(
-            config_mod.apply_overrides(cfg.to_dict(), [*base, f"distill.layers={which}"])
-        )
-        distiller = Distiller(run_cfg, data, progress=False)
-        return timed(distiller.fit, device)
+    def epoch(which: LayerSet) -> float:
+        return timed(_distiller(run_cfg, data, size, which).fit, device)
 
     shared, per_layer = [], []
     for _ in range(rounds):
-        shared.append(epoch("all"))
-        per_layer.append(sum(epoch(str(i)) for i in range(layers)))
+        shared.append(epoch(ALL))
+        per_layer.append(sum(epoch(LayerSet((i,))) for i in range(layers)))
     batches = -(-len(data.train) // batch_size)
     return {
         "sentences": len(data.train),
@@ -92,27 +109,16 @@ def measure_truncation(
     padding every sentence to n (the official computation): the same students on the same
     batches, after one warm-up pass of each form, alternating rounds, the best of each counts."""
     device = hardware.resolve_device(cfg.train.device)
-    Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
-    fits = fit_length(prepared.train, cfg.distill.n)
-    # whole batches of the real epoch order (lengths as in a real epoch), re-batched alike
-    order = sentence_batches(fits, batch_size, cfg.seed, 0)[: max(1, sentences // batch_size)]
-    data = dataclasses.replace(prepared, train=fits.select(sorted(i for b in order for i in b)))
-    overrides = [
-        f"distill.replace=[encoder.self=alr:{size}]",
-        "distill.layers=all",
-        "distill.epochs=1",
-        "distill.max_steps=null",
-        f"distill.batch_size={batch_size}",
-        "distill.validate_every_epoch=false",
-        "distill.progress=false",
-        "distill.teacher_checkpoint=best",
-    ]
-    run_cfg = config_mod.from_dict(config_mod.apply_overrides(cfg.to_dict(), overrides))
 
-    shutil.rmtree(cfg.run_dir() / "students", ignore_errors=True)
-    distiller = Distiller(run_cfg, data, progress=False)
+    def whole_batches(fits: Examples) -> list[int]:
+        """Whole batches of the real epoch order (lengths as in a real epoch)."""
+        order = sentence_batches(fits, batch_size, cfg.seed, 0)[: max(1, sentences // batch_size)]
+        return sorted(i for b in order for i in b)
+
+    run_cfg, data = _setup(cfg, prepared, batch_size, whole_batches)
+    distiller = _distiller(run_cfg, data, size, ALL)
     students = distiller.students
-    order = sentence_batches(data.train, batch_size, cfg.seed, 0)
+    order = sentence_batches(data.train, batch_size, cfg.seed, 0)  # re-batched alike
 
     def steps(truncate: bool) -> float:
         """The Distiller's training steps over the slice (teacher passes included; the

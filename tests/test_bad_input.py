@@ -69,8 +69,7 @@ def test_translate_writes_one_line_per_input_line(teacher: Config, tmp_path: Pat
 
 
 def test_reversed_layer_ranges_are_errors(teacher: Config, tmp_path: Path) -> None:
-    from attnless.model.sites import ReplacementError
-    from attnless.students import parse_layers
+    from attnless.replacement import LayerSet
     from attnless.sweep import spec_from_dict
 
     run = teacher.run_dir()
@@ -81,10 +80,10 @@ def test_reversed_layer_ranges_are_errors(teacher: Config, tmp_path: Path) -> No
     distilled = _invoke("distill", run, "--replace", "encoder.self=alr:XS", "--layers", "1-0")
     assert distilled.exit_code == 2 and "the range 1-0 is reversed" in _text(distilled)
     assert not (run / "students").exists()
-    with pytest.raises(ReplacementError, match="layers '3-1': the range 3-1 is reversed"):
-        parse_layers("3-1", 6)
-    with pytest.raises(ReplacementError, match="layers '': expected all, 0-5 or 0,2,4"):
-        parse_layers("", 6)
+    with pytest.raises(ConfigError, match="layers '3-1': the range 3-1 is reversed"):
+        LayerSet.parse("3-1")
+    with pytest.raises(ConfigError, match="layers '': expected all, 0-5 or 0,2,4"):
+        LayerSet.parse("")
     spec = {"name": "t", "preset": "smoke", "grid": {"replace": ["encoder.self=alr"]}}
     spec["grid"].update(size=["XS"], layers=["0", "3-1"])
     with pytest.raises(ConfigError, match="grid.layers '3-1': the range 3-1 is reversed"):

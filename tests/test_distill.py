@@ -14,20 +14,15 @@ from typer.testing import CliRunner
 from attnless import checkpoint
 from attnless import config as config_mod
 from attnless.cli import app
-from attnless.config import Config
+from attnless.config import Config, ConfigError
 from attnless.distill import Distiller, distill
 from attnless.evaluate import evaluate
 from attnless.model.sites import ReplacementError
 from attnless.prepare import prepare
+from attnless.replacement import LayerSet, Replacement
+from attnless.rundir import RunDir
 from attnless.runs import read_json, read_jsonl
-from attnless.students import (
-    parse_layers,
-    parse_replace,
-    state_fingerprint,
-    student_dir,
-    student_settings,
-)
-from attnless.sweep.students import teacher_hash
+from attnless.students import state_fingerprint, student_settings
 from attnless.train import train
 from tests.helpers import REPO, tiny_config
 
@@ -63,11 +58,11 @@ def _with(cfg: Config, *overrides: str) -> Config:
 
 def _student_file(cfg: Config, family: str, layer: int) -> Path:
     """The checkpoint of ``family`` (``site=method:size``) at ``layer`` for ``cfg``'s settings."""
-    site, method, (size,) = parse_replace(family)
-    teacher = teacher_hash(cfg.run_dir(), cfg.distill.teacher_checkpoint)
+    (family,) = Replacement.parse(family).families()
+    run = RunDir.of(cfg)
+    teacher = run.teacher_fingerprint(cfg.distill.teacher_checkpoint)
     assert teacher is not None
-    settings = student_settings(cfg, site, method, size, teacher)
-    return student_dir(cfg.run_dir(), settings) / f"layer{layer}.pt"
+    return run.student_folder(student_settings(cfg, family, teacher)).layer(layer)
 
 
 def _fresh_run(cfg: Config, folder: Path, *overrides: str) -> Config:
@@ -354,8 +349,8 @@ def test_students_of_other_settings_are_never_used(teacher_run: Config, tmp_path
     payload = checkpoint.load(best)
     payload["model"]["decoder.norm.bias"] += 1e-3
     checkpoint.save(best, payload)
-    old_hash = teacher_hash(cfg.run_dir(), "best")
-    new_hash = teacher_hash(moved, "best")
+    old_hash = RunDir.of(cfg).teacher_fingerprint("best")
+    new_hash = RunDir(moved).teacher_fingerprint("best")
     assert old_hash != new_hash
     request = config_mod.load(
         moved, ["eval.replace=[encoder.self=alr:XS]", "eval.layers=3", *args[2:]]
@@ -376,16 +371,16 @@ def test_students_of_other_settings_are_never_used(teacher_run: Config, tmp_path
 )
 def test_bad_replace_specs(text: str, message: str) -> None:
     with pytest.raises(ReplacementError, match=message):
-        parse_replace(text)
+        Replacement.parse(text)
 
 
 def test_layer_ranges() -> None:
-    assert parse_layers("all", 6) == [0, 1, 2, 3, 4, 5]
-    assert parse_layers("0-2,5", 6) == [0, 1, 2, 5]
+    assert LayerSet.parse("all").resolve(6) == [0, 1, 2, 3, 4, 5]
+    assert LayerSet.parse("0-2,5").resolve(6) == [0, 1, 2, 5]
     with pytest.raises(ReplacementError, match="layer 6 is out of range.*6 layers"):
-        parse_layers("4-6", 6)
-    with pytest.raises(ReplacementError, match="expected all, 0-5 or 0,2,4"):
-        parse_layers("first", 6)
+        LayerSet.parse("4-6").resolve(6)
+    with pytest.raises(ConfigError, match="expected all, 0-5 or 0,2,4"):
+        LayerSet.parse("first")
 
 
 def test_distillation_batch_follows_the_corpus(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ from attnless.model.sites import (
     install,
 )
 from attnless.model.transformer import Padding
-from attnless.students import StudentSpec, parse_replace
+from attnless.replacement import Replacement
+from attnless.students import StudentSpec
 from tests.test_replacement_oracle import paper_network, randomize_norms
 
 N, D, HEADS = 6, 8, 2
@@ -108,8 +109,8 @@ def test_bad_sizes_are_rejected(key: str) -> None:
         METHODS[key].build(N, D, "XXL", {"heads": HEADS})
     site, _, name = key.partition("=")
     with pytest.raises(ReplacementError, match="unknown size 'XXL'"):
-        parse_replace(f"{site}={name}:XXL")
-    assert parse_replace(f"{site}={name}:xs,M") == (site, name, ["XS", "M"])
+        Replacement.parse(f"{site}={name}:XXL")
+    assert Replacement.parse(f"{site}={name}:xs,M") == Replacement(site, name, ("XS", "M"))
 
 
 def test_bad_shapes_are_refused_clearly() -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from attnless import checkpoint, hardware
-from attnless.checkpoint import load_model
 from attnless.prepare import prepare
+from attnless.rundir import RunDir
 from attnless.runs import read_jsonl
 from attnless.train import Trainer, TrainingDiverged, noam_lr, train
 from tests.helpers import tiny_config
@@ -80,7 +80,7 @@ def test_average_of_last_epochs(tmp_path: Path, data_dir: Path) -> None:
     for name, weight in average["model"].items():
         torch.testing.assert_close(weight, (two[name] + three[name]) / 2)
     assert not torch.equal(two["encoder.embed.tokens.weight"], three["encoder.embed.tokens.weight"])
-    model, payload = load_model(cfg.run_dir(), "average")
+    model, payload = RunDir.of(cfg).load_teacher("average")
     assert payload["state"]["epoch"] == 3 and not model.training
 
 

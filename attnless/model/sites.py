@@ -316,16 +316,6 @@ def layer_count(model: nn.Module, site: str) -> int:
     return len(stack.layers)
 
 
-def check_layers(model: nn.Module, site: str, layers: list[int]) -> None:
-    count = layer_count(model, site)
-    bad = [i for i in layers if not 0 <= i < count]
-    if bad:
-        raise ReplacementError(
-            f"layer {bad[0]} is out of range for {site}: the teacher has {count} layers "
-            f"(0-{count - 1})"
-        )
-
-
 def get_module(model: nn.Module, path: str) -> nn.Module:
     return model.get_submodule(path)
 

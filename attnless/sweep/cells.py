@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from attnless import config as config_mod
 from attnless.config import Config
 from attnless.model.sites import ReplacementError
+from attnless.replacement import ALL, Family, LayerSet, Replacement, to_config
 from attnless.runs import fingerprint
-from attnless.students import parse_layers
 from attnless.sweep.spec import SWEEP_KEYS, Spec, SpecError
 
 # Settings that say where and how verbosely a job runs, not what it computes.
@@ -33,8 +34,6 @@ OPERATIONAL = (
 )
 TEACHER_SECTIONS = ("data", "tokenizer", "model", "train")
 SITE_SHORT = {"encoder.self": "enc self", "decoder.self": "dec self", "decoder.cross": "cross"}
-
-Family = tuple[str, str, str]  # (site, method, size): the students of one replacement
 
 _SAME = object()  # marks a value equal to its default
 
@@ -80,12 +79,13 @@ def teacher_id(cfg: Config) -> str:
     return fingerprint({"pair": pair, "settings": settings(cfg, TEACHER_SECTIONS)}, 8)
 
 
-def variant_label(replace: tuple[str, ...] | list[str]) -> str:
-    """``ALR`` for encoder-only variants, else ``ALR dec self + ALR cross`` etc."""
-    parts = [entry.partition("=") for entry in replace]
-    if all(site == "encoder.self" for site, _, _ in parts):
-        return " + ".join(method.upper() for _, _, method in parts)
-    return " + ".join(f"{method.upper()} {SITE_SHORT.get(site, site)}" for site, _, method in parts)
+def variant_label(replace: Iterable[Replacement | str]) -> str:
+    """``ALR`` for encoder-only variants, else ``ALR dec self + ALR cross`` etc. (``replace``:
+    the variant's replacements, or their ``site=method`` texts as a results file records them)."""
+    parts = [Replacement.of(r) for r in replace]
+    if all(r.site == "encoder.self" for r in parts):
+        return " + ".join(r.method.upper() for r in parts)
+    return " + ".join(f"{r.method.upper()} {SITE_SHORT.get(r.site, r.site)}" for r in parts)
 
 
 def layer_count(cfg: Config, site: str) -> int:
@@ -101,11 +101,21 @@ class Cell:
     id: str
     corpus: str
     direction: str
-    replace: tuple[str, ...]
+    replace: tuple[Replacement, ...]  # the variant: its sites and methods, without sizes
     size: str
-    layers: str
+    layers: LayerSet
     teacher: str  # teacher id
     config: Config = field(repr=False, compare=False)
+
+    @property
+    def replacements(self) -> tuple[Replacement, ...]:
+        """The variant's replacements, of the cell's size."""
+        return tuple(r.with_sizes(self.size) for r in self.replace)
+
+    @property
+    def variant(self) -> str:
+        """The variant as ``--only replace=`` names it: ``site=method`` joined by ``+``."""
+        return "+".join(r.key for r in self.replace)
 
     @property
     def label(self) -> str:
@@ -119,19 +129,18 @@ class Cell:
         return {
             "corpus": self.corpus,
             "direction": self.direction,
-            "replace": list(self.replace),
+            "replace": [r.key for r in self.replace],
             "size": self.size,
-            "layers": self.layers,
+            "layers": str(self.layers),
         }
 
     def families(self) -> dict[Family, list[int]]:
         """(site, method, size) -> the layers this cell needs students for."""
-        out = {}
-        for entry in self.replace:
-            site, _, method = entry.partition("=")
-            count = layer_count(self.config, site)
-            out[(site, method, self.size)] = parse_layers(self.layers, count)
-        return out
+        return {
+            family: self.layers.resolve(layer_count(self.config, r.site))
+            for r in self.replacements
+            for family in r.families()
+        }
 
     def title(self) -> str:
         return f"{self.corpus} {self.direction} {self.label} {self.size} layers {self.layers}"
@@ -144,7 +153,7 @@ def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
     grid = spec.grid
     corpora = grid.get("corpus") or [base.data.corpus]
     directions = grid.get("direction") or [f"{base.data.src}-{base.data.tgt}"]
-    layer_values = grid.get("layers") or ["all"]
+    layer_values = grid.get("layers") or [ALL]
     preset_name = base.name
     cells: list[Cell] = []
     combos = itertools.product(grid["replace"], grid["size"], layer_values, corpora, directions)
@@ -154,33 +163,21 @@ def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
         data = values.setdefault("data", {})
         data.update({"corpus": corpus, "src": src, "tgt": tgt})
         cfg = config_mod.from_dict(values, f"{spec.source} (cell {direction})")
-        for entry in replace:
-            site = entry.partition("=")[0]
+        for r in replace:
             try:
-                parse_layers(layers, layer_count(cfg, site))
+                layers.resolve(layer_count(cfg, r.site))
             except ReplacementError as err:
-                raise SpecError(f"{spec.source}: grid.layers: {layers!r}: {err}") from None
+                raise SpecError(f"{spec.source}: grid.layers: {str(layers)!r}: {err}") from None
         tid = teacher_id(cfg)
         cfg.name = f"{preset_name}-{tid}"
         cfg.run_root = str(runs)
         cfg.dir = None
-        cfg.distill.replace = [f"{entry}:{size}" for entry in replace]
-        cfg.distill.layers = layers
-        cfg.eval.replace = list(cfg.distill.replace)
-        cfg.eval.layers = layers
-        content = {
-            "corpus": corpus,
-            "direction": direction,
-            "replace": list(replace),
-            "size": size,
-            "layers": layers,
-            "settings": settings(cfg),
-        }
-        cells.append(
-            Cell(
-                len(cells), fingerprint(content), corpus, direction, replace, size, layers, tid, cfg
-            )
-        )
+        cell = Cell(len(cells), "", corpus, direction, replace, size, layers, tid, cfg)
+        to_config(cfg.distill, cell.replacements, layers)  # the config a results line records
+        to_config(cfg.eval, cell.replacements, layers)
+        # the id hashes the grid values as text (the spec's spelling, canonical for layers)
+        cell.id = fingerprint({**cell.grid_values(), "settings": settings(cfg)})
+        cells.append(cell)
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):  # pragma: no cover - the grid rejects duplicates
         raise SpecError(f"{spec.source}: two cells have the same content")
@@ -225,8 +222,11 @@ def filter_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
             )
         wanted.setdefault(key, set()).update(v.strip() for v in values.split(","))
 
+    if "layers" in wanted:  # any spelling of the cells' layer sets
+        wanted["layers"] = {str(LayerSet.parse(v, "--only layers")) for v in wanted["layers"]}
+
     def value(cell: Cell, key: str) -> str:
-        return "+".join(cell.replace) if key == "replace" else str(getattr(cell, key))
+        return cell.variant if key == "replace" else str(getattr(cell, key))
 
     kept = [c for c in cells if all(value(c, k) in v for k, v in wanted.items())]
     for key, values in wanted.items():

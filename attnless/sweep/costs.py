@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnless.config import Config
+from attnless.replacement import Family
+from attnless.rundir import RunDir
 from attnless.runs import read_json
-from attnless.sweep.cells import Cell, Family
+from attnless.sweep.cells import Cell
 from attnless.sweep.params import student_params, student_shape, teacher_params
-from attnless.sweep.students import family_dir, family_done, teacher_hash
+from attnless.sweep.students import family_done, family_folder
 
 # Corpus sizes for estimates before a teacher's run folder exists (then data.json is used).
 # Token counts per sentence are for an 8k joint BPE (measured on Multi30k de-en; IWSLT assumed).
@@ -106,7 +108,7 @@ def corpus_sizes(cfg: Config, run_dir: Path | None = None) -> dict[str, float]:
         sizes.update(IWSLT_FR)
     if d.corpus == "multi30k":
         sizes["test"] = MULTI30K_TESTS.get(d.test_set, 1_000)
-    stats = read_json(run_dir / "data.json") if run_dir is not None else None
+    stats = read_json(RunDir(run_dir).data_file) if run_dir is not None else None
     if isinstance(stats, dict) and stats.get("train_pairs_kept"):
         kept = stats["train_pairs_kept"]
         sizes.update(
@@ -187,11 +189,10 @@ class Estimator:
         self, cfg: Config, family: Family, layers: int, run_dir: Path | None = None
     ) -> float:
         """Distilling one (site, method, size) at ``layers`` layers, without teacher passes."""
-        site, method, size = family
         s = corpus_sizes(cfg, run_dir)
         m = cfg.model
-        params, vectors = student_shape(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
-        computed = computed_fraction(s, cfg.distill.n, site)
+        params, vectors = student_shape(family.key, family.size, cfg.distill.n, m.d_model, m.heads)
+        computed = computed_fraction(s, cfg.distill.n, family.site)
         per_sentence = (
             6 * params * computed / self.model.student_flops + vectors * self.model.vector_seconds
         )
@@ -214,10 +215,10 @@ class Estimator:
         cfg = cell.config
         m = cfg.model
         flops = 0.0
-        for (site, method, size), layers in cell.families().items():
-            p = student_params(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
+        for fam, layers in cell.families().items():
+            p = student_params(fam.key, fam.size, cfg.distill.n, m.d_model, m.heads)
             # decoder-side students also run one position per decoding step
-            flops += 2 * p * len(layers) * (1.0 if site == "encoder.self" else 1.4)
+            flops += 2 * p * len(layers) * (1.0 if fam.site == "encoder.self" else 1.4)
         return self.evaluation(cfg, None, flops)
 
 
@@ -261,7 +262,8 @@ def make_plan(
         run_dir = cell.teacher_dir
         config_of.setdefault(run_dir, cell)
         if run_dir not in teachers:
-            trained = cell.teacher in teacher_steps or (run_dir / "eval" / "teacher").is_dir()
+            scored = RunDir(run_dir).eval_dir(RunDir.teacher_variant("best")).is_dir()
+            trained = cell.teacher in teacher_steps or scored
             teachers[run_dir] = 0.0 if trained else est.teacher(cell.config, run_dir)
         for fam, layers in cell.families().items():
             needed.setdefault((run_dir, fam), set()).update(layers)
@@ -271,13 +273,13 @@ def make_plan(
     decoder_side: dict[Path, bool] = {}
     for (run_dir, fam), layers in needed.items():
         cell = config_of[run_dir]
-        sha = teacher_hash(run_dir, cell.config.distill.teacher_checkpoint)
-        if sha and family_done(family_dir(cell.config, fam, sha), sorted(layers)):
+        sha = RunDir(run_dir).teacher_fingerprint(cell.config.distill.teacher_checkpoint)
+        if sha and family_done(family_folder(cell.config, fam, sha), sorted(layers)):
             families[(run_dir, fam)] = 0.0
             continue
         families[(run_dir, fam)] = est.family(cell.config, fam, len(layers), run_dir)
         students[(run_dir, fam)] = len(layers)
-        decoder_side[run_dir] = decoder_side.get(run_dir, False) or fam[0] != "encoder.self"
+        decoder_side[run_dir] = decoder_side.get(run_dir, False) or fam.site != "encoder.self"
     passes = {
         run_dir: est.teacher_passes(config_of[run_dir].config, decoder, run_dir)
         for run_dir, decoder in decoder_side.items()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -17,9 +16,11 @@ import yaml
 
 from attnless.config import Config
 from attnless.locks import FileLock, describe_holder
-from attnless.runs import write_json, write_text
+from attnless.replacement import Family, LayerSet, Replacement
+from attnless.rundir import RunDir, StudentFolder
+from attnless.runs import write_text
 from attnless.sweep import shipped
-from attnless.sweep.cells import Cell, Family, expand, filter_cells, shard_cells
+from attnless.sweep.cells import Cell, expand, filter_cells, shard_cells
 from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
 from attnless.sweep.results import (
     append_result,
@@ -31,12 +32,10 @@ from attnless.sweep.results import (
 from attnless.sweep.spec import Spec
 from attnless.sweep.students import (
     distill_calls,
-    family_dir,
     family_done,
+    family_folder,
     family_lock,
     lock_beside,
-    read_json_quiet,
-    teacher_hash,
 )
 
 # The package's logger, as before the package was split into modules (log lines name it).
@@ -119,8 +118,8 @@ class Sweep:
             est = fmt_seconds(plan.cell_seconds[cell.id]) if status == "pending" else "-"
             lines.append(
                 f"{cell.index:>4}  {cell.id:12}  {status:7}  {cell.corpus:9}  "
-                f"{cell.direction:5}  {'+'.join(cell.replace):32}  {cell.size:4}  "
-                f"{cell.layers:8}  {est:>8}"
+                f"{cell.direction:5}  {cell.variant:32}  {cell.size:4}  "
+                f"{str(cell.layers):8}  {est:>8}"
             )
         to_train = [d for d, s in plan.teachers.items() if s > 0]
         to_distill = list(plan.students)  # pending families (parameter-free ones cost ~0 s)
@@ -246,19 +245,19 @@ class Sweep:
     def _ensure_students(self, group: list[Cell], teacher: dict[str, Any]) -> dict:
         """Distil every student the cells of ``group`` need; returns the family markers."""
         cfg = group[0].config
-        run_dir = cfg.run_dir()
+        run = RunDir.of(cfg)
         which = cfg.distill.teacher_checkpoint
-        sha = teacher_hash(run_dir, which)
+        sha = run.teacher_fingerprint(which)
         if sha is None:
             raise FileNotFoundError(
-                f"{run_dir / 'checkpoints' / (which + '.pt')}: the teacher checkpoint "
+                f"{run.checkpoint(which)}: the teacher checkpoint "
                 f"distill.teacher_checkpoint={which} names does not exist"
             )
         needed: dict[Family, set[int]] = {}
         for cell in group:
             for fam, layers in cell.families().items():
                 needed.setdefault(fam, set()).update(layers)
-        folders = {fam: family_dir(cfg, fam, sha) for fam in needed}
+        folders = {fam: family_folder(cfg, fam, sha) for fam in needed}
         remaining = {fam: sorted(layers) for fam, layers in needed.items()}
         announced: set[str] = set()
         while remaining:
@@ -290,43 +289,39 @@ class Sweep:
                     lock.release()
             if remaining and not taken:
                 time.sleep(self.poll)
-        return {fam: read_json_quiet(folders[fam] / "sweep.json") or {} for fam in needed}
+        return {fam: folders[fam].read_marker() for fam in needed}
 
     def _distill(
         self,
         cfg: Config,
         families: dict[Family, list[int]],
-        folders: dict[Family, Path],
+        folders: dict[Family, StudentFolder],
         teacher_step: int | None,
     ) -> None:
         from attnless.distill import distill
 
         for layers, fams in distill_calls(cfg, families, self.say):
-            methods: dict[tuple[str, str], list[str]] = {}
+            sizes: dict[tuple[str, str], list[str]] = {}
             for site, method, size in fams:
-                methods.setdefault((site, method), []).append(size)
-            dcfg = copy.deepcopy(cfg)
-            dcfg.distill.replace = [
-                f"{site}={method}:{','.join(sizes)}" for (site, method), sizes in methods.items()
-            ]
-            dcfg.distill.layers = ",".join(map(str, layers))
+                sizes.setdefault((site, method), []).append(size)
+            replacements = [Replacement(site, m, tuple(s)) for (site, m), s in sizes.items()]
+            chosen = LayerSet(tuple(layers))
             count = len(fams) * len(layers)
             self.say(
-                f"distilling {count} students ({', '.join(dcfg.distill.replace)}; layers "
-                f"{dcfg.distill.layers}) in {cfg.run_dir()}"
+                f"distilling {count} students ({', '.join(map(str, replacements))}; layers "
+                f"{chosen}) in {cfg.run_dir()}"
             )
             call = uuid.uuid4().hex[:12]
             start = time.perf_counter()
-            summary = distill(dcfg, progress=self.progress)
+            summary = distill(cfg, self.progress, replacements=replacements, layers=chosen)
             seconds = time.perf_counter() - start
             for fam in fams:
                 folder = folders[fam]
-                old = read_json_quiet(folder / "sweep.json") or {}
-                write_json(
-                    folder / "sweep.json",
+                old = folder.read_marker()
+                folder.write_marker(
                     {
                         "family": list(fam),
-                        "folder": str(folder),
+                        "folder": str(folder.path),
                         "layers": sorted(set(layers) | set(old.get("layers", []))),
                         "teacher_step": teacher_step,
                         "call": call,
@@ -368,7 +363,12 @@ class Sweep:
             if cell.id in self.done_ids():
                 return
             start = time.perf_counter()
-            results = evaluate(cell.config, progress=self.progress)
+            results = evaluate(
+                cell.config,
+                progress=self.progress,
+                replacements=cell.replacements,
+                layers=cell.layers,
+            )
             eval_seconds = time.perf_counter() - start
             record = cell_record(
                 self.spec, self.shard, cell, teacher, students, results, eval_seconds

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from attnless import checkpoint
+from attnless.rundir import RunDir
 from attnless.runs import read_json, write_json
 
 WEIGHTS = "teacher.pt"
@@ -90,13 +91,13 @@ def ship(run_dir: Path, which: str, folder: Path, meta: dict[str, Any]) -> None:
     """Ship checkpoint ``which`` of ``run_dir`` to ``folder`` and make the run's checkpoint the
     rounded one. ``meta`` (teacher id, training summary) is stored with the weights; the
     scores are added by :func:`write_scores` once computed from the rounded weights."""
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    payload = checkpoint.load(path)
+    run = RunDir(run_dir)
+    payload = run.load_checkpoint(which)
     packed = pack_weights(payload["model"])
     payload["model"] = unpack_weights(packed)
     payload["shipped"] = str(folder)
-    checkpoint.save(path, payload)
-    shutil.rmtree(run_dir / "eval", ignore_errors=True)  # scores of the unrounded weights
+    run.save_checkpoint(which, payload)
+    shutil.rmtree(run.evaluations, ignore_errors=True)  # scores of the unrounded weights
     folder.mkdir(parents=True, exist_ok=True)
     for item in run_dir.iterdir():
         if item.is_file():
@@ -119,9 +120,8 @@ def install(folder: Path, run_dir: Path, which: str) -> dict[str, Any]:
     for item in folder.iterdir():
         if item.is_file() and item.name not in (WEIGHTS, SCORES):
             shutil.copy2(item, run_dir / item.name)
-    target = run_dir / "checkpoints" / f"{which}.pt"
     model = {k: payload[k] for k in ("config", "state", "precision", "versions")}
-    checkpoint.save(
-        target, {"model": unpack_weights(payload["weights"]), "shipped": str(folder), **model}
+    RunDir(run_dir).save_checkpoint(
+        which, {"model": unpack_weights(payload["weights"]), "shipped": str(folder), **model}
     )
     return read(folder) or {}

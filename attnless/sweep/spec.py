@@ -11,6 +11,7 @@ from typing import Any
 from attnless import config as config_mod
 from attnless.config import Config, ConfigError
 from attnless.model.sites import METHODS, SITES, SIZES, ReplacementError, get_method
+from attnless.replacement import LayerSet, Replacement
 
 SPEC_KEYS = ("name", "description", "preset", "grid", "set")
 GRID_KEYS = ("corpus", "direction", "replace", "size", "layers")
@@ -55,9 +56,7 @@ class Spec:
     source: str = "<spec>"
 
     def to_dict(self) -> dict[str, Any]:
-        grid = {
-            k: [list(v) if isinstance(v, tuple) else v for v in vs] for k, vs in self.grid.items()
-        }
+        grid = {k: [_plain(v) for v in vs] for k, vs in self.grid.items()}
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
@@ -110,7 +109,14 @@ def _list(value: Any, where: str, example: str) -> list[Any]:
     return value
 
 
-def _variant(value: Any, where: str) -> tuple[str, ...]:
+def _plain(value: Any) -> Any:
+    """A grid value as YAML writes it: a variant as a list of ``site=method``, layers as text."""
+    if isinstance(value, tuple):
+        return [str(v) for v in value]
+    return str(value) if isinstance(value, LayerSet) else value
+
+
+def _variant(value: Any, where: str) -> tuple[Replacement, ...]:
     """One replace entry: a list of ``site=method`` (or one such string)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
@@ -119,7 +125,7 @@ def _variant(value: Any, where: str) -> tuple[str, ...]:
             f"got {value!r}"
         )
     known = ", ".join(METHODS)
-    out: dict[str, str] = {}
+    out: dict[str, Replacement] = {}
     for i, item in enumerate(items):
         here = f"{where}[{i}]"
         if not isinstance(item, str) or "=" not in item:
@@ -138,7 +144,7 @@ def _variant(value: Any, where: str) -> tuple[str, ...]:
             ) from None
         if site in out:
             raise SpecError(f"{here}: site {site} is replaced twice in one variant")
-        out[site] = f"{site}={method}"
+        out[site] = Replacement(site, method)
     return tuple(out[s] for s in SITES if s in out)
 
 
@@ -184,12 +190,12 @@ def _normalize_grid(grid: Any, source: str) -> dict[str, list[Any]]:
                     raise SpecError(f"{where}: unknown size {v!r}; expected one of {SIZES}")
             values = upper
         elif key == "layers":
-            values = [str(v).replace(" ", "") for v in values]
-            for v in values:
-                try:
-                    config_mod.layer_indices(v, where)
-                except ConfigError as err:
-                    raise SpecError(str(err)) from None
+            try:
+                values = [LayerSet.parse(str(v), where) for v in values]
+            except ConfigError as err:
+                raise SpecError(str(err)) from None
+            if len(set(values)) != len(values):
+                raise SpecError(f"{where}: two entries name the same layers")
         out[key] = values
     return out
 

@@ -2,9 +2,10 @@
 
 A family is one (site, method, size); its students (one per layer) distilled with one set of
 settings from one teacher live in ``<teacher run>/students/<site>/<method>-<size>/<key>/``
-(:func:`attnless.students.student_dir`), beside a lock file, with a ``sweep.json`` marker naming
-the layers a sweep distilled there. A sweep with other settings (``--set distill.lr=...``) or a
-retrained teacher gets other folders, so it never reuses students trained otherwise.
+(:meth:`attnless.rundir.RunDir.student_folder`), beside a lock file, with a ``sweep.json`` marker
+naming the layers a sweep distilled there. A sweep with other settings (``--set
+distill.lr=...``) or a retrained teacher gets other folders, so it never reuses students
+trained otherwise.
 """
 
 from __future__ import annotations
@@ -12,34 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from attnless import checkpoint
 from attnless.config import Config
 from attnless.locks import FileLock
-from attnless.runs import read_json
-from attnless.students import state_fingerprint, student_dir, student_settings
-from attnless.sweep.cells import Family
+from attnless.replacement import Family
+from attnless.rundir import RunDir, StudentFolder
+from attnless.students import student_settings
 from attnless.sweep.params import student_params
 
 # weights, gradients and Adam's two moments in fp32
 BYTES_PER_STUDENT_PARAM = 16
-
-_TEACHER_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def teacher_hash(run_dir: Path, which: str) -> str | None:
-    """The :func:`~attnless.students.state_fingerprint` of the weights in the teacher checkpoint
-    ``which`` of ``run_dir`` (None while there is none), computed once per file version."""
-    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _TEACHER_HASHES:
-        _TEACHER_HASHES[key] = state_fingerprint(checkpoint.load(path)["model"])
-    return _TEACHER_HASHES[key]
 
 
 def memory_budget(device: str = "auto") -> int:
@@ -63,31 +46,22 @@ def lock_beside(folder: Path, what: str) -> FileLock:
     return FileLock(folder.with_name(folder.name + ".lock"), what)
 
 
-def family_dir(cfg: Config, family: Family, teacher: str) -> Path:
+def family_folder(cfg: Config, family: Family, teacher: str) -> StudentFolder:
     """The folder of ``family``'s students distilled with ``cfg`` from the teacher whose
     weights hash to ``teacher``."""
-    site, method, size = family
-    return student_dir(cfg.run_dir(), student_settings(cfg, site, method, size, teacher))
+    return RunDir.of(cfg).student_folder(student_settings(cfg, family, teacher))
 
 
-def family_lock(folder: Path, family: Family) -> FileLock:
-    return lock_beside(folder, f"students {'/'.join(family)}")
+def family_lock(folder: StudentFolder, family: Family) -> FileLock:
+    return lock_beside(folder.path, f"students {'/'.join(family)}")
 
 
-def read_json_quiet(path: Path) -> Any:
-    """The JSON in ``path``; None if it is missing or corrupt."""
-    try:
-        return read_json(path)
-    except ValueError:
-        return None
-
-
-def family_done(folder: Path, layers: list[int]) -> bool:
+def family_done(folder: StudentFolder, layers: list[int]) -> bool:
     """Whether a sweep already distilled the students of ``layers`` in ``folder``."""
-    marker = read_json_quiet(folder / "sweep.json")
+    marker = folder.read_marker()
     if not marker or not set(layers) <= set(marker.get("layers", [])):
         return False
-    return all((folder / f"layer{i}.pt").is_file() for i in layers)
+    return folder.has(layers)
 
 
 def distill_calls(
@@ -104,8 +78,7 @@ def distill_calls(
     for layers, fams in by_layers.items():
 
         def need(fam: Family, count: int = len(layers)) -> int:
-            site, method, size = fam
-            params = student_params(f"{site}={method}", size, cfg.distill.n, m.d_model, m.heads)
+            params = student_params(fam.key, fam.size, cfg.distill.n, m.d_model, m.heads)
             return params * count * BYTES_PER_STUDENT_PARAM
 
         bins: list[tuple[int, list[Family]]] = []
