@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import Any
 
 from attnless.config import Config
 from attnless.hardware import describe_machine, resolve_device
-from attnless.locks import HOST
 from attnless.runs import append_jsonl, git_revision, read_jsonl, versions
 from attnless.sweep.cells import Cell, Family
 from attnless.sweep.spec import Spec
+
+HOST = socket.gethostname()
 
 # The package's logger, as before the package was split into modules (log lines name it).
 log = logging.getLogger(__package__)

@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from attnless.config import Config
-from attnless.locks import FileLock, describe_holder
 from attnless.runs import write_json, write_text
 from attnless.sweep import shipped
 from attnless.sweep.cells import Cell, Family, expand, filter_cells, shard_cells
 from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
+from attnless.sweep.locks import Lock
 from attnless.sweep.results import (
     append_result,
     cell_record,
@@ -154,7 +154,6 @@ class Sweep:
     def _run(self) -> dict[str, Any]:
         records = self.records()
         done = self.done_ids(records)
-        self._clear_stale_locks(done)
         pending = [c for c in self.mine if c.id not in done]
         i, n = self.shard
         where = f" (shard {i}/{n})" if n > 1 else ""
@@ -181,10 +180,10 @@ class Sweep:
         )
         return self.counts
 
-    def _teacher_lock(self, cell: Cell) -> FileLock:
+    def _teacher_lock(self, cell: Cell) -> Lock:
         return lock_beside(cell.teacher_dir, f"teacher {cell.teacher_dir}")
 
-    def _run_group(self, group: list[Cell], lock: FileLock) -> None:
+    def _run_group(self, group: list[Cell], lock: Lock) -> None:
         cell = group[0]
         teacher = self._ensure_teacher(cell)
         lock.release()
@@ -260,9 +259,9 @@ class Sweep:
                 needed.setdefault(fam, set()).update(layers)
         folders = {fam: family_dir(cfg, fam, sha) for fam in needed}
         remaining = {fam: sorted(layers) for fam, layers in needed.items()}
-        announced: set[str] = set()
+        announced: set[Family] = set()
         while remaining:
-            taken: dict[Family, FileLock] = {}
+            taken: dict[Family, Lock] = {}
             try:
                 for fam in list(remaining):
                     if family_done(folders[fam], remaining[fam]):
@@ -270,11 +269,11 @@ class Sweep:
                         continue
                     lock = family_lock(folders[fam], fam)
                     if not lock.try_acquire():
-                        info, _ = lock.read()
-                        holder = describe_holder(info)
-                        if holder not in announced:
-                            self.say(f"students {'/'.join(fam)}: being distilled by {holder}")
-                            announced.add(holder)
+                        if fam not in announced:
+                            self.say(
+                                f"students {'/'.join(fam)}: being distilled by another process"
+                            )
+                            announced.add(fam)
                         continue
                     taken[fam] = lock
                     if family_done(folders[fam], remaining[fam]):
@@ -342,26 +341,15 @@ class Sweep:
 
     # ---------------------------------------------------------------- cells
 
-    def _cell_lock(self, cell: Cell) -> FileLock:
-        return FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
-
-    def _clear_stale_locks(self, done: set[str]) -> None:
-        """Remove the locks of recorded cells left by holders killed between recording the
-        cell and releasing its lock (a live holder's lock stays)."""
-        for cell in self.mine:
-            lock = self._cell_lock(cell)
-            if cell.id in done and lock.path.exists() and lock.try_acquire():
-                lock.release()
+    def _cell_lock(self, cell: Cell) -> Lock:
+        return Lock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
 
     def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
         from attnless.evaluate import evaluate
 
         lock = self._cell_lock(cell)
         if not lock.try_acquire():
-            info, _ = lock.read()
-            self.say(
-                f"cell {cell.id} ({cell.title()}): being run by {describe_holder(info)}; skipped"
-            )
+            self.say(f"cell {cell.id} ({cell.title()}): being run by another process; skipped")
             self.counts["busy"] += 1
             return
         try:
@@ -405,7 +393,7 @@ def _in_turn(items: list, lock_for: Callable, work: Callable, poll: float) -> No
     """Do ``work(item, lock)`` for every item once its lock is ours; busy items wait their turn
     (other items go first), and each holder we wait for is named once."""
     pending = list(items)
-    announced: set[tuple[str, str]] = set()
+    announced: set[str] = set()
     while pending:
         took = False
         for item in list(pending):
@@ -421,16 +409,17 @@ def _in_turn(items: list, lock_for: Callable, work: Callable, poll: float) -> No
         if pending and not took:
             for item in pending:
                 lock = lock_for(item)
-                info, _ = lock.read()
-                holder = describe_holder(info)
-                if info is not None and (lock.what, holder) not in announced:
-                    announced.add((lock.what, holder))
-                    log.warning("waiting for %s: held by %s", lock.what, holder)
+                if lock.what not in announced:
+                    announced.add(lock.what)
+                    log.warning(
+                        "waiting for %s: locked by another process (%s)", lock.what, lock.path
+                    )
             time.sleep(poll)
 
 
 def _install_sigterm():
-    """Turn SIGTERM (SLURM's time limit, ``kill``) into SystemExit so locks are released."""
+    """Turn SIGTERM (SLURM's time limit, ``kill``) into SystemExit, so a stopped sweep unwinds
+    like Ctrl-C (its locks the kernel frees however it ends)."""
 
     def handler(signum, frame):
         raise SystemExit(128 + signum)

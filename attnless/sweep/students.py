@@ -16,10 +16,10 @@ from typing import Any
 
 from attnless import checkpoint
 from attnless.config import Config
-from attnless.locks import FileLock
 from attnless.runs import read_json
 from attnless.students import state_fingerprint, student_dir, student_settings
 from attnless.sweep.cells import Family
+from attnless.sweep.locks import Lock
 from attnless.sweep.params import student_params
 
 # weights, gradients and Adam's two moments in fp32
@@ -58,9 +58,9 @@ def memory_budget(device: str = "auto") -> int:
         return 8 * 2**30
 
 
-def lock_beside(folder: Path, what: str) -> FileLock:
+def lock_beside(folder: Path, what: str) -> Lock:
     """The lock file ``<folder>.lock`` guarding ``folder``."""
-    return FileLock(folder.with_name(folder.name + ".lock"), what)
+    return Lock(folder.with_name(folder.name + ".lock"), what)
 
 
 def family_dir(cfg: Config, family: Family, teacher: str) -> Path:
@@ -70,7 +70,7 @@ def family_dir(cfg: Config, family: Family, teacher: str) -> Path:
     return student_dir(cfg.run_dir(), student_settings(cfg, site, method, size, teacher))
 
 
-def family_lock(folder: Path, family: Family) -> FileLock:
+def family_lock(folder: Path, family: Family) -> Lock:
     return lock_beside(folder, f"students {'/'.join(family)}")
 
 
