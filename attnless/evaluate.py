@@ -188,7 +188,7 @@ def _base_record(cfg: Config, split: str, text: ParallelText, variant: str) -> d
         "variant": variant,
         "split": split,
         "test_set": text.name,
-        "decode": {**cfg.decode.__dict__},
+        "decode": cfg.decode.model_dump(),
     }
 
 
@@ -231,7 +231,7 @@ def teacher_scores(
     saved = read_json(path)
     same = saved and (
         saved.get("checkpoint") == checkpoint
-        and saved.get("decode") == cfg.decode.__dict__
+        and saved.get("decode") == cfg.decode.model_dump()
         and saved.get("test_set") == text.name
         and saved.get("sentences") == len(text)
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 from typing import Any
 
 import torch
@@ -67,7 +66,7 @@ def _decode_rounds(
     lengths: dict[tuple[str, str], float] = {}
     for _ in range(rounds):
         for mode, beam, cache in modes:
-            decode_cfg = dataclasses.replace(cfg.decode, beam=beam, use_cache=cache)
+            decode_cfg = cfg.decode.model_copy(update={"beam": beam, "use_cache": cache})
             for name, model in models.items():
                 hyps: list = []
 

@@ -232,21 +232,23 @@ def test_out_of_range_values_in_a_file_name_the_file(tmp_path: Path) -> None:
 
 
 def test_every_numeric_setting_has_a_range() -> None:
-    import dataclasses
     import typing
 
-    def numeric(tp: typing.Any) -> bool:
-        args = typing.get_args(tp) or (tp,)
-        return any(a in (int, float) for a in args)
+    from pydantic import BaseModel
+
+    def numeric(tp: typing.Any) -> bool:  # int, float, Optional or Annotated ones, tuples of them
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is typing.Annotated:
+            return numeric(args[0])
+        return tp in (int, float) or typing.get_origin(tp) is not list and any(map(numeric, args))
 
     keys = []
-    for section in dataclasses.fields(Config):
-        hints = typing.get_type_hints(Config)
-        if dataclasses.is_dataclass(hints[section.name]):
-            sub = typing.get_type_hints(hints[section.name])
-            keys += [f"{section.name}.{k}" for k, tp in sub.items() if numeric(tp)]
-        elif numeric(hints[section.name]):
-            keys.append(section.name)
+    for name, field in Config.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            sub = field.annotation.model_fields
+            keys += [f"{name}.{k}" for k, f in sub.items() if numeric(f.annotation)]
+        elif numeric(field.annotation):
+            keys.append(name)
     assert sorted(keys) == sorted(config_mod.RANGES)
 
 
