@@ -350,7 +350,7 @@ def translate(
     try:
         lines = read_input_lines(input_file)
         check_compatible(cfg.run_dir(), cfg)
-        device = hardware.resolve_device(cfg.train.device)
+        device = hardware.resolve_device(cfg.runtime.device)
         hybrid = None
         if cfg.eval.replace:  # students distilled from distill.teacher_checkpoint
             from attnless.hybrid import build_hybrid

@@ -10,11 +10,18 @@ command-line option that gave it.
 Why pydantic: typed attribute access (``cfg.train.epochs``), strict validation with an error
 per field, and already a dependency of the ecosystem; OmegaConf would add interpolation we do
 not need. Its errors are translated into one line naming the key (:func:`error_line`).
+
+The ``runtime`` section says where and how a job runs (device, precision, threads, sweep
+polling, memory budget), not what it computes; it is never part of a teacher's or a cell's id.
+Configs written before it existed keep ``train.device``, ``train.precision`` and
+``train.threads``; they are read as the ``runtime`` keys, with a one-line note.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 import os
 import re
@@ -26,6 +33,8 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -134,9 +143,6 @@ class TrainConfig(Section):
     weight_decay: Float = 0.0
     clip_norm: Float = 0.0  # 0 = no clipping (the paper)
     label_smoothing: Float = 0.1
-    precision: Text = "auto"  # auto | bf16 | fp32 (auto = bf16 where measured faster)
-    device: Text = "auto"  # auto | cpu | cuda | cuda:N
-    threads: Int | None = None  # torch intra-op threads; default: all cores
     validate_every_epoch: Bool = True
     log_every: Int = 50  # steps between metrics.jsonl lines
     save_every: Int = 0  # extra checkpoint every N steps (0: only at epoch ends)
@@ -182,6 +188,18 @@ class EvalConfig(Section):
     finetune_epochs: Int = 0  # fine-tune the hybrid end to end after insertion (not the paper)
 
 
+class RuntimeConfig(Section):
+    """Where and how a job runs, not what it computes (never part of a teacher's or cell's id)."""
+
+    device: Text = "auto"  # auto | cpu | cuda | cuda:N
+    # auto | bf16 | fp32. auto: bf16 where measured faster, decided once when the teacher is
+    # trained and recorded in its run folder; distillation and evaluation keep that choice
+    precision: Text = "auto"
+    threads: Int | None = None  # torch intra-op threads; default: all cores
+    sweep_poll_s: Float = 5.0  # seconds between looks at work another sweep process holds
+    distill_memory_gb: Float | None = None  # students per distill call; default: half the memory
+
+
 class Config(Section):
     name: Text = "run"
     seed: Int = 1
@@ -194,6 +212,7 @@ class Config(Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def run_dir(self) -> Path:
         """Folder of this run: ``dir`` if set, else ``<run_root>/<corpus>.<src>-<tgt>/<name>``."""
@@ -214,12 +233,15 @@ SPLITS = ("valid", "test")  # the splits evaluate scores
 # when the config is built (experiments/paper.yaml: the distillation batch of each corpus).
 PER_CORPUS = ("distill.batch_size",)
 
+# Keys that moved to the runtime section; older configs (run folders, presets) still give them.
+MOVED = {f"train.{key}": f"runtime.{key}" for key in ("device", "precision", "threads")}
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": ("multi30k", "iwslt2017", "text"),
     "tokenizer.model_type": ("bpe", "unigram"),
-    "train.precision": ("auto", "bf16", "fp32"),
     "distill.teacher_checkpoint": CHECKPOINTS,
     "eval.checkpoint": CHECKPOINTS,
+    "runtime.precision": ("auto", "bf16", "fp32"),
 }
 
 
@@ -286,7 +308,6 @@ RANGES: dict[str, Range] = {
     "train.weight_decay": NONNEGATIVE,
     "train.clip_norm": NONNEGATIVE,
     "train.label_smoothing": FRACTION,
-    "train.threads": COUNT,
     "train.log_every": COUNT,
     "train.save_every": NONNEGATIVE,
     "train.average_last": NONNEGATIVE,
@@ -305,6 +326,9 @@ RANGES: dict[str, Range] = {
     "distill.eps": POSITIVE,
     "distill.log_every": COUNT,
     "eval.finetune_epochs": NONNEGATIVE,
+    "runtime.threads": COUNT,
+    "runtime.sweep_poll_s": POSITIVE,
+    "runtime.distill_memory_gb": POSITIVE,
 }
 
 
@@ -449,6 +473,40 @@ def resolve_per_corpus(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_NOTED: set[str] = set()  # moved keys already noted in this process
+
+
+def _note_moved(keys: Sequence[str], source: str) -> None:
+    """Say once per process and key that ``keys`` (of :data:`MOVED`) are read as their new keys."""
+    new = [key for key in keys if key not in _NOTED]
+    if new:
+        _NOTED.update(new)
+        log.warning(
+            "%s: %s moved to the runtime section: read as %s",
+            source,
+            ", ".join(new),
+            ", ".join(MOVED[key] for key in new),
+        )
+
+
+def move_runtime_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with the old keys of :data:`MOVED` (``train.precision`` ...) moved to the
+    runtime section; where the runtime section gives the same key too, its value wins."""
+    train, runtime = values.get("train"), values.get("runtime")
+    if not isinstance(train, dict) or not isinstance(runtime, dict | None):
+        return values
+    old = [key for key in MOVED if key.split(".")[1] in train]
+    if not old:
+        return values
+    _note_moved(old, source)
+    names = [key.split(".")[1] for key in old]
+    return {
+        **values,
+        "train": {k: v for k, v in train.items() if k not in names},
+        "runtime": {**{name: train[name] for name in names}, **(runtime or {})},
+    }
+
+
 def validate(cfg: Config) -> Config:
     """Check choices, ranges and cross-field constraints; raise ConfigError naming the key."""
     for key, choices in CHOICES.items():
@@ -534,10 +592,14 @@ def option(flag: str, key: str, value: Any) -> Override:
 
 
 def _as_override(item: str | Override) -> Override:
-    if isinstance(item, Override):
-        return item
-    path, value = parse_override(item)
-    return Override(f"--set {item}", tuple(path), value)
+    """``item`` as an Override; one of the old keys of :data:`MOVED` sets its new key."""
+    if not isinstance(item, Override):
+        path, value = parse_override(item)
+        item = Override(f"--set {item}", tuple(path), value)
+    if item.key in MOVED:
+        _note_moved([item.key], item.label)
+        item = dataclasses.replace(item, path=tuple(MOVED[item.key].split(".")))
+    return item
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str | Override]) -> dict[str, Any]:
@@ -563,8 +625,8 @@ def from_dict(
     where the offending value came from: the last override that set it, else ``source``."""
     items = [_as_override(o) for o in overrides]
     try:
-        resolved = resolve_per_corpus(apply_overrides(values or {}, items))
-        return validate(_build(resolved))
+        merged = move_runtime_keys(apply_overrides(values or {}, items), source)
+        return validate(_build(resolve_per_corpus(merged)))
     except ConfigError as err:
         culprit = next((o for o in reversed(items) if any(map(o.concerns, err.keys))), None)
         raise ConfigError(f"{culprit.label if culprit else source}: {err}", err.keys) from None

@@ -157,11 +157,11 @@ class Distiller:
 
         self.cfg = cfg
         self.run_dir = prepared.run_dir
-        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
+        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.runtime.device))
         self.progress = progress and cfg.distill.progress and self.ctx.is_main
         if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
-        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
+            hardware.tune_cpu_runtime(cfg.runtime.threads or distributed.default_threads(self.ctx))
+        self.dtype = hardware.run_dtype(cfg.runtime.precision, self.run_dir, self.device)
         self.teacher, payload = load_model(
             self.run_dir, cfg.distill.teacher_checkpoint, self.device
         )
@@ -467,7 +467,7 @@ def _short_losses(losses: dict[str, float]) -> dict[str, float]:
 
 def distill(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Distil the students named by ``cfg.distill`` from the teacher of ``cfg``'s run folder."""
-    ctx, _ = distributed.setup(hardware.resolve_device(cfg.train.device))
+    ctx, _ = distributed.setup(hardware.resolve_device(cfg.runtime.device))
     with distributed.main_first(ctx):
         prepared = prepare(cfg, record=False)
     return Distiller(cfg, prepared, progress=progress).fit()

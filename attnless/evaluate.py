@@ -77,11 +77,12 @@ def translate_ids(
     progress: bool = False,
     max_positions: int | None = None,
 ) -> tuple[list[list[int]], float]:
-    """Decode id lists with ``cfg.decode`` in ``cfg.train.precision``; also the seconds taken."""
+    """Decode id lists with ``cfg.decode`` in the run's precision (see
+    :func:`attnless.hardware.run_dtype`); also the seconds taken."""
     from attnless import decode
 
     device = next(model.parameters()).device
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    dtype = hardware.run_dtype(cfg.runtime.precision, cfg.run_dir(), device)
     start = time.perf_counter()
     hyps = decode.translate_ids(
         model,
@@ -243,7 +244,7 @@ def _evaluate_teacher_split(
 ) -> dict:
     from attnless.checkpoint import load_model
 
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     model, payload = load_model(cfg.run_dir(), which, device)
     extra = {"checkpoint": which, "step": payload["state"]["step"]}
     tokenizer = Tokenizer.load(cfg.run_dir())
@@ -263,7 +264,7 @@ def evaluate_hybrid(
     from attnless.hybrid import build_hybrid, describe, finetune, variant_name
 
     run_dir = cfg.run_dir()
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     which = cfg.distill.teacher_checkpoint
     teacher, payload = load_model(run_dir, which, device)
     step = payload["state"]["step"]
@@ -312,9 +313,9 @@ def evaluate(
     check_compatible(cfg.run_dir(), cfg)
     texts = texts or {}
     splits = list(texts) or splits or cfg.eval.splits
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     if device.type == "cpu":
-        hardware.tune_cpu_runtime(cfg.train.threads)
+        hardware.tune_cpu_runtime(cfg.runtime.threads)
     if cfg.eval.replace:
         return evaluate_hybrid(cfg, splits, progress, texts)
     which = cfg.eval.checkpoint

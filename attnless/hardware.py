@@ -1,4 +1,9 @@
-"""Device, precision and CPU runtime settings."""
+"""Device, precision and CPU runtime settings (the ``runtime`` section of a config).
+
+A run's precision is decided once, when its teacher is trained (``auto``: bf16 where measured
+faster), and recorded in the run folder (``runtime.json``); distillation and evaluation of the
+run use the recorded precision instead of measuring again (a busy machine could measure
+otherwise)."""
 
 from __future__ import annotations
 
@@ -14,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from attnless.runs import read_json, write_json
+
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+RUNTIME_FILE = "runtime.json"  # in a run folder: the precision its teacher was trained in
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -24,7 +32,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
+        raise ValueError(f"runtime.device: {name!r} requested but CUDA is not available")
     return device
 
 
@@ -63,7 +71,7 @@ def cpu_bf16_speedup(threads: int) -> float:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a ``train.precision`` setting (None = fp32, no autocast).
+    """The autocast dtype for a ``runtime.precision`` setting (None = fp32, no autocast).
 
     ``auto`` takes bf16 on CUDA devices that support it, and on CPUs with bf16 instructions
     where a bf16 matmul measures at least 1.2x faster than fp32."""
@@ -86,8 +94,47 @@ def compute_text(dtype: torch.dtype | None) -> str:
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:
-    """``bf16`` or ``fp32``: the ``train.precision`` value that gives ``dtype``."""
+    """``bf16`` or ``fp32``: the ``runtime.precision`` value that gives ``dtype``."""
     return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def record_precision(run_dir: str | Path, dtype: torch.dtype | None) -> None:
+    """Record in ``run_dir`` that its teacher is trained in ``dtype``."""
+    write_json(Path(run_dir) / RUNTIME_FILE, {"precision": dtype_name(dtype)})
+
+
+@functools.cache
+def _checkpoint_precision(path: str, mtime_ns: int) -> str | None:
+    from attnless import checkpoint
+
+    return checkpoint.load(path).get("precision")
+
+
+def recorded_precision(run_dir: str | Path) -> str | None:
+    """``bf16`` or ``fp32``: the precision the teacher of ``run_dir`` was trained in, from its
+    ``runtime.json`` or, for runs trained before that file, a checkpoint's metadata; None for
+    a run without either."""
+    run_dir = Path(run_dir)
+    try:
+        record = read_json(run_dir / RUNTIME_FILE) or {}
+    except ValueError:  # corrupt: the checkpoints still know
+        record = {}
+    if record.get("precision") in ("bf16", "fp32"):
+        return record["precision"]
+    for name in ("last", "best", "average"):
+        path = run_dir / "checkpoints" / f"{name}.pt"
+        if path.is_file():
+            return _checkpoint_precision(str(path), path.stat().st_mtime_ns)
+    return None
+
+
+def run_dtype(precision: str, run_dir: str | Path, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for work on the run in ``run_dir``: ``precision`` (a
+    ``runtime.precision`` setting) when it is bf16 or fp32; for ``auto``, the precision
+    recorded when the run's teacher was trained, measured only if none is recorded yet."""
+    if precision == "auto":
+        precision = recorded_precision(run_dir) or "auto"
+    return autocast_dtype(precision, device)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -142,7 +142,7 @@ def student_settings(
         "epochs": d.epochs,
         "max_steps": d.max_steps,
         "seed": cfg.seed,
-        "precision": cfg.train.precision,
+        "precision": cfg.runtime.precision,  # the setting (auto ...), as keys have always held
         "teacher": teacher,
     }
     if site == "decoder.cross":  # the only network the flag changes

@@ -108,8 +108,8 @@ def measure(
     """Greedy and beam 4 (cached) on ``sentences`` test sentences, ``rounds`` rounds; and
     greedy with vs without the cache on the first ``nocache_sentences`` of them, one round
     after the others (decoding without the cache is slow: it re-runs every prefix)."""
-    device = hardware.resolve_device(cfg.train.device)
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    device = hardware.resolve_device(cfg.runtime.device)
+    dtype = hardware.autocast_dtype(cfg.runtime.precision, device)
     n = cfg.distill.n
     text = load_split(cfg.data, "test")
     src = prepared.tokenizer.encode_src(text.src[:sentences])
@@ -190,9 +190,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config_mod.load(args.config, [f"run_root={tmp}"])
-        device = hardware.resolve_device(cfg.train.device)
+        device = hardware.resolve_device(cfg.runtime.device)
         if device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads)
+            hardware.tune_cpu_runtime(cfg.runtime.threads)
         result = measure(
             cfg, prepare(cfg), args.sentences, args.nocache_sentences, args.size, args.rounds
         )

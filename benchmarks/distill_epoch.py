@@ -36,7 +36,7 @@ def measure(
     size: str = "S",
     rounds: int = 2,
 ) -> dict[str, Any]:
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     layers = cfg.model.encoder_layers
     Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
     fits = fit_length(prepared.train, cfg.distill.n)
@@ -73,7 +73,7 @@ def measure(
         "shared_s": min(shared),
         "per_layer_s": min(per_layer),
         "speedup": min(per_layer) / min(shared),
-        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.train.precision, device)),
+        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.runtime.precision, device)),
         "rounds": rounds,
     }
 
@@ -91,7 +91,7 @@ def measure_truncation(
     pass per batch), the networks computing only each batch's positions (truncated) against
     padding every sentence to n (the official computation): the same students on the same
     batches, after one warm-up pass of each form, alternating rounds, the best of each counts."""
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     Trainer(cfg, prepared, progress=False).save(best=True)  # the (random) teacher checkpoint
     fits = fit_length(prepared.train, cfg.distill.n)
     # whole batches of the real epoch order (lengths as in a real epoch), re-batched alike
@@ -142,7 +142,7 @@ def measure_truncation(
         "truncated_rounds_s": times[True],
         "padded_rounds_s": times[False],
         "speedup": min(times[False]) / min(times[True]),
-        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.train.precision, device)),
+        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.runtime.precision, device)),
         "rounds": rounds,
     }
 

@@ -47,7 +47,7 @@ TINY = [
     "train.epochs=1",
     "train.max_tokens=400",
     "train.progress=false",
-    "train.threads=1",
+    "runtime.threads=1",
     "distill.epochs=1",
     "distill.batch_size=64",
     "distill.progress=false",
@@ -196,12 +196,13 @@ def _six_cells(tmp_path: Path, name: str) -> Path:
         "replace": [["encoder.self=alr"], ["encoder.self=alrr"], ["encoder.self=elr"]],
         "size": ["XS", "S"],
     }
-    spec.write_text(json.dumps({"name": name, "preset": str(SMOKE), "grid": grid, "set": TINY}))
+    sets = [*TINY, "runtime.sweep_poll_s=0.2"]  # look at work other shards hold often
+    spec.write_text(json.dumps({"name": name, "preset": str(SMOKE), "grid": grid, "set": sets}))
     return spec
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "ATTNLESS_DATA": str(data_root()), "ATTNLESS_SWEEP_POLL_S": "0.2"}
+    return {**os.environ, "ATTNLESS_DATA": str(data_root())}
 
 
 def test_sweep_killed_mid_cell_resumes_without_recomputing(tmp_path: Path, data_dir: Path) -> None:
@@ -493,6 +494,20 @@ def test_locks_refuse_live_holders_and_free_themselves_when_the_holder_dies(
         _kill(proc)
     assert other.try_acquire()
     other.release()
+
+
+def test_distill_calls_fit_the_memory_budget_of_the_config() -> None:
+    from attnless import config as config_mod
+    from attnless.sweep.students import distill_calls, memory_budget
+
+    assert memory_budget("cpu", 1.5) == 3 * 2**29
+    families = {("encoder.self", "alr", "XS"): [0, 1], ("encoder.self", "alr", "S"): [0, 1]}
+    said: list[str] = []
+    roomy = config_mod.load(SMOKE, ["runtime.distill_memory_gb=8"])
+    assert distill_calls(roomy, families, said.append) == [([0, 1], sorted(families))]
+    tight = config_mod.load(SMOKE, ["runtime.distill_memory_gb=0.0001"])
+    assert len(distill_calls(tight, families, said.append)) == 2
+    assert said and "more than the budget of 0.0 GiB: 2 distillation calls" in said[-1]
 
 
 def test_parameter_table_matches_the_paper() -> None:

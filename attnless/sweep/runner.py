@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import signal
 import sys
 import time
@@ -65,11 +64,10 @@ class Sweep:
         self.teachers = Path(teachers) if teachers is not None else self.out.parent / "teachers"
         self.shard = shard
         self.progress = progress
-        self.poll = (
-            poll if poll is not None else float(os.environ.get("ATTNLESS_SWEEP_POLL_S", "5"))
-        )
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self.cells = expand(spec, self.runs)
+        # seconds between looks at work other processes hold (runtime.sweep_poll_s)
+        self.poll = poll if poll is not None else spec.base_config().runtime.sweep_poll_s
         self.mine = filter_cells(shard_cells(self.cells, shard), only or [])
         self.results_path = self.out / "results.jsonl"
 
@@ -90,7 +88,7 @@ class Sweep:
         return {tid: r.get("step") for tid, r in self.teacher_records(records).items()}
 
     def cost_model(self) -> CostModel:
-        return CostModel.for_machine(self.cells[0].config.train.device if self.cells else "auto")
+        return CostModel.for_machine(self.cells[0].config.runtime.device if self.cells else "auto")
 
     def plan(self, model: CostModel | None = None) -> Plan:
         records = self.records()

@@ -42,12 +42,12 @@ def teacher_hash(run_dir: Path, which: str) -> str | None:
     return _TEACHER_HASHES[key]
 
 
-def memory_budget(device: str = "auto") -> int:
-    """Bytes the students of one distill call may use: ``$ATTNLESS_DISTILL_MEMORY_GB``, else
-    half of the GPU's memory (CUDA) or of the machine's RAM."""
-    env = os.environ.get("ATTNLESS_DISTILL_MEMORY_GB")
-    if env:
-        return int(float(env) * 2**30)
+def memory_budget(device: str = "auto", gigabytes: float | None = None) -> int:
+    """Bytes the students of one distill call may use: ``gigabytes`` (the setting
+    ``runtime.distill_memory_gb``), else half of the GPU's memory (CUDA) or of the machine's
+    RAM."""
+    if gigabytes:
+        return int(float(gigabytes) * 2**30)
     import torch
 
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
@@ -95,7 +95,7 @@ def distill_calls(
 ) -> list[tuple[list[int], list[Family]]]:
     """Split the families into distill calls: one per distinct layer set, further split
     (largest first, first fit) so the students of one call fit ``memory_budget()``."""
-    budget = memory_budget(cfg.train.device)
+    budget = memory_budget(cfg.runtime.device, cfg.runtime.distill_memory_gb)
     m = cfg.model
     calls = []
     by_layers: dict[tuple[int, ...], list[Family]] = {}
