@@ -350,7 +350,7 @@ def translate(
         lines = read_input_lines(input_file)
         run = RunDir.of(cfg)
         check_compatible(run.root, cfg)
-        device = hardware.resolve_device(cfg.train.device)
+        device = hardware.resolve_device(cfg.runtime.device)
         replacements, chosen = from_config(cfg.eval)
         hybrid = None
         if replacements:  # students distilled from distill.teacher_checkpoint

@@ -1,4 +1,4 @@
-"""Typed configuration: one dataclass per section, YAML loading, dotted overrides, validation.
+"""Typed configuration: one pydantic model per section, YAML loading, dotted overrides, validation.
 
 A config file is a YAML mapping whose top-level keys are the sections below (plus ``name``,
 ``seed`` and ``run_root``). Every key is optional; missing keys take the defaults here, which
@@ -6,21 +6,34 @@ are the paper's teacher hyperparameters (paper-spec.md §1). Unknown keys, ill-t
 numbers out of range (``RANGES``) are rejected with an error that names the key, the value and
 what was expected, and where the value came from: the file, or the ``--set`` override or
 command-line option that gave it.
+
+Why pydantic: typed attribute access (``cfg.train.epochs``), strict validation with an error
+per field, and already a dependency of the ecosystem; OmegaConf would add interpolation we do
+not need. Its errors are translated into one line naming the key (:func:`error_line`).
+
+The ``runtime`` section says where and how a job runs (device, precision, threads, sweep
+polling, memory budget), not what it computes; it is never part of a teacher's or a cell's id.
+Configs written before it existed keep ``train.device``, ``train.precision`` and
+``train.threads``; they are read as the ``runtime`` keys, with a one-line note.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import os
-import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -39,127 +52,166 @@ def _error(key: str, text: str, *others: str) -> ConfigError:
     return ConfigError(f"{key}: {text}", (key, *others))
 
 
-@dataclass
-class SplitFiles:
+# --------------------------------------------------------------------------- value types
+
+
+def _number(value: Any) -> Any:
+    """Integers as floats, and numbers YAML 1.1 reads as strings (``3e-3``, without a dot)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
+
+
+def _text(value: Any) -> Any:
+    """Numbers as their text, e.g. ``layers: 2``, ``name: 2024``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# Strict: no silent conversions (true is not 1, "3" is not 3) besides the two above.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_number), Strict()]
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, BeforeValidator(_text), Strict()]
+Key = Annotated[str, BeforeValidator(str)]  # a mapping's key
+Pair = Annotated[tuple[Float, ...], Field(min_length=2, max_length=2)]  # Adam's betas
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, and so are ill-typed assignments."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class SplitFiles(Section):
     """Source and target file of one split of a ``text`` corpus."""
 
-    src: str = ""
-    tgt: str = ""
+    src: Text = ""
+    tgt: Text = ""
 
 
-@dataclass
-class DataConfig:
-    corpus: str = "multi30k"  # multi30k | iwslt2017 | text
-    src: str = "de"
-    tgt: str = "en"
-    data_dir: str | None = None  # default: $ATTNLESS_DATA, else ./data
-    test_set: str = "test"  # multi30k: test (= test_2016_flickr) or test_2017_mscoco
-    train_subset: int | None = None  # keep the first N training pairs (CPU demos, tests)
-    eval_subset: int | None = None  # keep the first N valid/test pairs (tests only)
-    test_group: int = 1  # test split: join each k consecutive pairs into one (length tests)
-    max_len: int = 50  # drop training pairs longer than this (subword tokens), the paper's MAX_LEN
-    files: dict[str, SplitFiles] = field(default_factory=dict)  # text corpus: split -> files
+class DataConfig(Section):
+    corpus: Text = "multi30k"  # multi30k | iwslt2017 | text
+    src: Text = "de"
+    tgt: Text = "en"
+    data_dir: Text | None = None  # default: $ATTNLESS_DATA, else ./data
+    test_set: Text = "test"  # multi30k: test (= test_2016_flickr) or test_2017_mscoco
+    train_subset: Int | None = None  # keep the first N training pairs (CPU demos, tests)
+    eval_subset: Int | None = None  # keep the first N valid/test pairs (tests only)
+    test_group: Int = 1  # test split: join each k consecutive pairs into one (length tests)
+    max_len: Int = 50  # drop training pairs longer than this (subword tokens), the paper's MAX_LEN
+    files: dict[Key, SplitFiles] = Field(default_factory=dict)  # text corpus: split -> files
 
 
-@dataclass
-class TokenizerConfig:
-    vocab_size: int = 8000
-    joint: bool = True  # one model over both languages (else one per side)
-    model_type: str = "bpe"  # bpe | unigram
-    character_coverage: float = 1.0
-    max_sentences: int = 2_000_000  # sentencepiece input_sentence_size
+class TokenizerConfig(Section):
+    vocab_size: Int = 8000
+    joint: Bool = True  # one model over both languages (else one per side)
+    model_type: Text = "bpe"  # bpe | unigram
+    character_coverage: Float = 1.0
+    max_sentences: Int = 2_000_000  # sentencepiece input_sentence_size
 
 
-@dataclass
-class ModelConfig:
-    d_model: int = 128
-    heads: int = 8
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    ffn_dim: int = 512
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    max_positions: int = 1024
-    tie_embeddings: bool = False
+class ModelConfig(Section):
+    d_model: Int = 128
+    heads: Int = 8
+    encoder_layers: Int = 6
+    decoder_layers: Int = 6
+    ffn_dim: Int = 512
+    dropout: Float = 0.1
+    attention_dropout: Float = 0.1
+    max_positions: Int = 1024
+    tie_embeddings: Bool = False
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    max_steps: int | None = None  # stop after this many updates (tests, smoke runs)
-    max_tokens: int = 1500  # token budget per batch (per process), like the paper's batch_size_fn
-    accumulate: int = 1  # batches per update and process (fairseq's --update-freq)
-    lr_scale: float = 1.0  # Noam factor
-    warmup: int = 4000
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-9
-    weight_decay: float = 0.0
-    clip_norm: float = 0.0  # 0 = no clipping (the paper)
-    label_smoothing: float = 0.1
-    precision: str = "auto"  # auto | bf16 | fp32 (auto = bf16 where measured faster)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch intra-op threads; default: all cores
-    validate_every_epoch: bool = True
-    log_every: int = 50  # steps between metrics.jsonl lines
-    save_every: int = 0  # extra checkpoint every N steps (0: only at epoch ends)
-    average_last: int = 0  # write checkpoints/average.pt, the mean of the last N epochs' weights
-    progress: bool = True
+class TrainConfig(Section):
+    epochs: Int = 20
+    max_steps: Int | None = None  # stop after this many updates (tests, smoke runs)
+    max_tokens: Int = 1500  # token budget per batch (per process), like the paper's batch_size_fn
+    accumulate: Int = 1  # batches per update and process (fairseq's --update-freq)
+    lr_scale: Float = 1.0  # Noam factor
+    warmup: Int = 4000
+    betas: Pair = (0.9, 0.98)
+    eps: Float = 1e-9
+    weight_decay: Float = 0.0
+    clip_norm: Float = 0.0  # 0 = no clipping (the paper)
+    label_smoothing: Float = 0.1
+    validate_every_epoch: Bool = True
+    log_every: Int = 50  # steps between metrics.jsonl lines
+    save_every: Int = 0  # extra checkpoint every N steps (0: only at epoch ends)
+    average_last: Int = 0  # write checkpoints/average.pt, the mean of the last N epochs' weights
+    progress: Bool = True
 
 
-@dataclass
-class DecodeConfig:
-    beam: int = 1  # 1 = greedy
-    length_penalty: float = 1.0  # GNMT-style alpha; 0 disables
-    max_len_a: float = 1.2  # output length cap = a * src_len + b
-    max_len_b: int = 10
-    batch_tokens: int = 6000  # source tokens per decoding batch
-    use_cache: bool = True
+class DecodeConfig(Section):
+    beam: Int = 1  # 1 = greedy
+    length_penalty: Float = 1.0  # GNMT-style alpha; 0 disables
+    max_len_a: Float = 1.2  # output length cap = a * src_len + b
+    max_len_b: Int = 10
+    batch_tokens: Int = 6000  # source tokens per decoding batch
+    use_cache: Bool = True
 
 
-@dataclass
-class DistillConfig:
+class DistillConfig(Section):
     """Students: which attention blocks to replace, and how to train the replacements."""
 
-    replace: list[str] = field(default_factory=lambda: ["encoder.self=alr:M"])  # site=method:sizes
-    layers: str = "all"  # all | 0-5 | 0,2,4
-    n: int = 50  # fixed sentence length of the replacement networks (the paper's MAX_LEN)
-    epochs: int = 21
-    max_steps: int | None = None
-    batch_size: int = 2000  # sentences per batch and process (the paper's); YAML: or per corpus
-    accumulate: int = 1  # batches per student update and process
-    lr: float | None = None  # default: the method's learning rate from the paper
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-9
-    teacher_checkpoint: str = "best"  # best | last | average
-    cross_causal: bool = True  # cross-attention students see decoder positions <= i only
-    validate_every_epoch: bool = True
-    log_every: int = 10
-    progress: bool = True
+    replace: list[Text] = Field(default_factory=lambda: ["encoder.self=alr:M"])  # site=method:sizes
+    layers: Text = "all"  # all | 0-5 | 0,2,4
+    n: Int = 50  # fixed sentence length of the replacement networks (the paper's MAX_LEN)
+    epochs: Int = 21
+    max_steps: Int | None = None
+    batch_size: Int = 2000  # sentences per batch and process (the paper's); YAML: or per corpus
+    accumulate: Int = 1  # batches per student update and process
+    lr: Float | None = None  # default: the method's learning rate from the paper
+    betas: Pair = (0.9, 0.98)
+    eps: Float = 1e-9
+    teacher_checkpoint: Text = "best"  # best | last | average
+    cross_causal: Bool = True  # cross-attention students see decoder positions <= i only
+    validate_every_epoch: Bool = True
+    log_every: Int = 10
+    progress: Bool = True
 
 
-@dataclass
-class EvalConfig:
-    splits: list[str] = field(default_factory=lambda: ["test"])
-    checkpoint: str = "best"  # best | last | average
-    chrf: bool = True
-    replace: list[str] = field(default_factory=list)  # site=method:size; empty = the teacher
-    layers: str = "all"
-    finetune_epochs: int = 0  # fine-tune the hybrid end to end after insertion (not the paper)
+class EvalConfig(Section):
+    splits: list[Text] = Field(default_factory=lambda: ["test"])
+    checkpoint: Text = "best"  # best | last | average
+    chrf: Bool = True
+    replace: list[Text] = Field(default_factory=list)  # site=method:size; empty = the teacher
+    layers: Text = "all"
+    finetune_epochs: Int = 0  # fine-tune the hybrid end to end after insertion (not the paper)
 
 
-@dataclass
-class Config:
-    name: str = "run"
-    seed: int = 1
-    run_root: str = "runs"
-    dir: str | None = None  # explicit run folder (default: <run_root>/<corpus>.<src>-<tgt>/<name>)
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+class RuntimeConfig(Section):
+    """Where and how a job runs, not what it computes (never part of a teacher's or cell's id)."""
+
+    device: Text = "auto"  # auto | cpu | cuda | cuda:N
+    # auto | bf16 | fp32. auto: bf16 where measured faster, decided once when the teacher is
+    # trained and recorded in its run folder; distillation and evaluation keep that choice
+    precision: Text = "auto"
+    threads: Int | None = None  # torch intra-op threads; default: all cores
+    sweep_poll_s: Float = 5.0  # seconds between looks at work another sweep process holds
+    distill_memory_gb: Float | None = None  # students per distill call; default: half the memory
+
+
+class Config(Section):
+    name: Text = "run"
+    seed: Int = 1
+    run_root: Text = "runs"
+    dir: Text | None = None  # explicit run folder (default: <run_root>/<corpus>.<src>-<tgt>/<name>)
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def run_dir(self) -> Path:
         """Folder of this run: ``dir`` if set, else ``<run_root>/<corpus>.<src>-<tgt>/<name>``."""
@@ -169,7 +221,7 @@ class Config:
         return Path(self.run_root) / f"{d.corpus}.{d.src}-{d.tgt}" / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return _to_plain(self.model_dump())
 
 
 CHECKPOINTS = ("best", "last", "average")
@@ -180,12 +232,15 @@ SPLITS = ("valid", "test")  # the splits evaluate scores
 # when the config is built (experiments/paper.yaml: the distillation batch of each corpus).
 PER_CORPUS = ("distill.batch_size",)
 
+# Keys that moved to the runtime section; older configs (run folders, presets) still give them.
+MOVED = {f"train.{key}": f"runtime.{key}" for key in ("device", "precision", "threads")}
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": ("multi30k", "iwslt2017", "text"),
     "tokenizer.model_type": ("bpe", "unigram"),
-    "train.precision": ("auto", "bf16", "fp32"),
     "distill.teacher_checkpoint": CHECKPOINTS,
     "eval.checkpoint": CHECKPOINTS,
+    "runtime.precision": ("auto", "bf16", "fp32"),
 }
 
 
@@ -252,7 +307,6 @@ RANGES: dict[str, Range] = {
     "train.weight_decay": NONNEGATIVE,
     "train.clip_norm": NONNEGATIVE,
     "train.label_smoothing": FRACTION,
-    "train.threads": COUNT,
     "train.log_every": COUNT,
     "train.save_every": NONNEGATIVE,
     "train.average_last": NONNEGATIVE,
@@ -271,6 +325,9 @@ RANGES: dict[str, Range] = {
     "distill.eps": POSITIVE,
     "distill.log_every": COUNT,
     "eval.finetune_epochs": NONNEGATIVE,
+    "runtime.threads": COUNT,
+    "runtime.sweep_poll_s": POSITIVE,
+    "runtime.distill_memory_gb": POSITIVE,
 }
 
 
@@ -290,86 +347,59 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+# What a value of each pydantic error type should have been.
+EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert it where that is lossless."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0] if errors else _error(where, "unexpected null")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise _error(where, f"expected a mapping, got {value!r}")
-        return _build(tp, value, where)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _error(where, f"expected a mapping, got {value!r}")
-        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _error(where, f"expected a list, got {value!r}")
-        if origin is tuple:
-            if len(value) != len(args):
-                raise _error(where, f"expected {len(args)} values, got {value!r}")
-            return tuple(
-                _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
-            )
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _error(where, f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _error(where, f"expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _error(where, f"expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. layers: 2, name: 2024
-        raise _error(where, f"expected a string, got {value!r}")
-    raise _error(where, f"unsupported type {_type_name(tp)}")
+def dotted(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as a key: ``("train", "betas", 1)`` -> ``train.betas[1]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
-        raise ConfigError(f"unknown key {key}; expected one of: {', '.join(names)}", (key,))
-    kwargs = {}
-    for key, value in values.items():
-        path = f"{where}.{key}" if where else key
-        kwargs[key] = _coerce(value, hints[key], path)
-    return cls(**kwargs)
+def _keys_at(loc: Sequence[str | int]) -> list[str]:
+    """The keys the mapping at ``loc`` of a Config may have (``()``: the sections)."""
+    tp: Any = Config
+    for part in loc:  # through sections and the values of mappings (data.files)
+        is_model = isinstance(tp, type) and issubclass(tp, BaseModel)
+        tp = tp.model_fields[part].annotation if is_model else typing.get_args(tp)[-1]
+    return list(tp.model_fields)
+
+
+def error_line(error: Any) -> tuple[str, str]:
+    """One pydantic error about a Config value as (its dotted key, one line naming the key and
+    what was expected)."""
+    loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
+    key = dotted(loc)
+    if kind == "extra_forbidden":
+        return key, f"unknown key {key}; expected one of: {', '.join(_keys_at(loc[:-1]))}"
+    if kind in ("too_short", "too_long"):  # a Pair with another number of values
+        count = error["ctx"].get("min_length", error["ctx"].get("max_length"))
+        return key, f"{key}: expected {count} values, got {value!r}"
+    if kind in EXPECTED:
+        return key, f"{key}: expected {EXPECTED[kind]}, got {value!r}"
+    return key, f"{key}: {error['msg']}, got {value!r}"
+
+
+def _build(values: dict[str, Any]) -> Config:
+    """The Config of ``values``; its first problem (unknown keys first) as a ConfigError."""
+    try:
+        return Config.model_validate(values)
+    except ValidationError as err:
+        first = min(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        key, line = error_line(first)
+        raise ConfigError(line, (key,)) from None
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -406,7 +436,8 @@ def resolve_per_corpus(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with every :data:`PER_CORPUS` setting given as {corpus: value} replaced by
     the value for ``data.corpus``."""
     data = values.get("data")
-    corpus = data.get("corpus", DataConfig.corpus) if isinstance(data, dict) else None
+    default = DataConfig.model_fields["corpus"].default
+    corpus = data.get("corpus", default) if isinstance(data, dict) else None
     out = dict(values)
     for key in PER_CORPUS:
         section, name = key.split(".")
@@ -421,6 +452,40 @@ def resolve_per_corpus(values: dict[str, Any]) -> dict[str, Any]:
             )
         out[section] = {**node, name: by_corpus[corpus]}
     return out
+
+
+_NOTED: set[str] = set()  # moved keys already noted in this process
+
+
+def _note_moved(keys: Sequence[str], source: str) -> None:
+    """Say once per process and key that ``keys`` (of :data:`MOVED`) are read as their new keys."""
+    new = [key for key in keys if key not in _NOTED]
+    if new:
+        _NOTED.update(new)
+        log.warning(
+            "%s: %s moved to the runtime section: read as %s",
+            source,
+            ", ".join(new),
+            ", ".join(MOVED[key] for key in new),
+        )
+
+
+def move_runtime_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with the old keys of :data:`MOVED` (``train.precision`` ...) moved to the
+    runtime section; where the runtime section gives the same key too, its value wins."""
+    train, runtime = values.get("train"), values.get("runtime")
+    if not isinstance(train, dict) or not isinstance(runtime, dict | None):
+        return values
+    old = [key for key in MOVED if key.split(".")[1] in train]
+    if not old:
+        return values
+    _note_moved(old, source)
+    names = [key.split(".")[1] for key in old]
+    return {
+        **values,
+        "train": {k: v for k, v in train.items() if k not in names},
+        "runtime": {**{name: train[name] for name in names}, **(runtime or {})},
+    }
 
 
 def validate(cfg: Config) -> Config:
@@ -508,10 +573,14 @@ def option(flag: str, key: str, value: Any) -> Override:
 
 
 def _as_override(item: str | Override) -> Override:
-    if isinstance(item, Override):
-        return item
-    path, value = parse_override(item)
-    return Override(f"--set {item}", tuple(path), value)
+    """``item`` as an Override; one of the old keys of :data:`MOVED` sets its new key."""
+    if not isinstance(item, Override):
+        path, value = parse_override(item)
+        item = Override(f"--set {item}", tuple(path), value)
+    if item.key in MOVED:
+        _note_moved([item.key], item.label)
+        item = dataclasses.replace(item, path=tuple(MOVED[item.key].split(".")))
+    return item
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str | Override]) -> dict[str, Any]:
@@ -537,8 +606,8 @@ def from_dict(
     where the offending value came from: the last override that set it, else ``source``."""
     items = [_as_override(o) for o in overrides]
     try:
-        resolved = resolve_per_corpus(apply_overrides(values or {}, items))
-        return validate(_build(Config, resolved, ""))
+        merged = move_runtime_keys(apply_overrides(values or {}, items), source)
+        return validate(_build(resolve_per_corpus(merged)))
     except ConfigError as err:
         culprit = next((o for o in reversed(items) if any(map(o.concerns, err.keys))), None)
         raise ConfigError(f"{culprit.label if culprit else source}: {err}", err.keys) from None

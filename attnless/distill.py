@@ -165,11 +165,13 @@ class Distiller:
         self.cfg = cfg
         self.run_dir = prepared.run_dir
         self.run = RunDir(prepared.run_dir)
-        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
+        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.runtime.device))
         self.progress = progress and cfg.distill.progress and self.ctx.is_main
         if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
-        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
+            hardware.tune_cpu_runtime(cfg.runtime.threads or distributed.default_threads(self.ctx))
+        self.dtype = hardware.run_dtype(
+            cfg.runtime.precision, self.run.recorded_precision(), self.device
+        )
         self.teacher, payload = self.run.load_teacher(cfg.distill.teacher_checkpoint, self.device)
         self.teacher_step = payload["state"]["step"]
         self.teacher_hash = state_fingerprint(payload["model"])
@@ -465,7 +467,7 @@ def distill(
 ) -> dict[str, Any]:
     """Distil the students of ``replacements`` at ``layers`` (default: those ``cfg.distill``
     names) from the teacher of ``cfg``'s run folder."""
-    ctx, _ = distributed.setup(hardware.resolve_device(cfg.train.device))
+    ctx, _ = distributed.setup(hardware.resolve_device(cfg.runtime.device))
     with distributed.main_first(ctx):
         prepared = prepare(cfg, record=False)
     return Distiller(cfg, prepared, progress, replacements, layers).fit()

@@ -63,7 +63,7 @@ def env_context() -> Context:
 def setup(device: torch.device) -> tuple[Context, torch.device]:
     """Join the process group of the environment (once per process) and pick this rank's device.
 
-    On CUDA each process uses GPU ``LOCAL_RANK`` (``train.device: cuda:N`` is overridden, since
+    On CUDA each process uses GPU ``LOCAL_RANK`` (``runtime.device: cuda:N`` is overridden, since
     a multi-process job must spread over the GPUs); on the CPU, gloo. Returns the Context and
     the device to use.
     """
@@ -169,7 +169,7 @@ def default_threads(ctx: Context) -> int | None:
 
     torchrun sets ``OMP_NUM_THREADS=1`` for N > 1 processes unless the user set it, and that is
     respected; other launchers get the machine's cores split evenly. An explicit
-    ``train.threads`` always wins (the caller applies it first)."""
+    ``runtime.threads`` always wins (the caller applies it first)."""
     if not ctx.enabled or "OMP_NUM_THREADS" in os.environ:
         return None
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ctx.world)))

@@ -78,11 +78,12 @@ def translate_ids(
     progress: bool = False,
     max_positions: int | None = None,
 ) -> tuple[list[list[int]], float]:
-    """Decode id lists with ``cfg.decode`` in ``cfg.train.precision``; also the seconds taken."""
+    """Decode id lists with ``cfg.decode`` in the run's precision (see
+    :func:`attnless.hardware.run_dtype`); also the seconds taken."""
     from attnless import decode
 
     device = next(model.parameters()).device
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    dtype = hardware.run_dtype(cfg.runtime.precision, RunDir.of(cfg).recorded_precision(), device)
     start = time.perf_counter()
     hyps = decode.translate_ids(
         model,
@@ -187,7 +188,7 @@ def _base_record(cfg: Config, split: str, text: ParallelText, variant: str) -> d
         "variant": variant,
         "split": split,
         "test_set": text.name,
-        "decode": {**cfg.decode.__dict__},
+        "decode": cfg.decode.model_dump(),
     }
 
 
@@ -223,7 +224,7 @@ def teacher_scores(
     saved = RunDir.of(cfg).read_scores(RunDir.teacher_variant(checkpoint), output_tag(cfg, split))
     same = saved and (
         saved.get("checkpoint") == checkpoint
-        and saved.get("decode") == cfg.decode.__dict__
+        and saved.get("decode") == cfg.decode.model_dump()
         and saved.get("test_set") == text.name
         and saved.get("sentences") == len(text)
     )
@@ -234,7 +235,7 @@ def _evaluate_teacher_split(
     cfg: Config, split: str, which: str, progress: bool, text: ParallelText | None = None
 ) -> dict:
     run = RunDir.of(cfg)
-    model, payload = run.load_teacher(which, hardware.resolve_device(cfg.train.device))
+    model, payload = run.load_teacher(which, hardware.resolve_device(cfg.runtime.device))
     extra = {"checkpoint": which, "step": payload["state"]["step"]}
     return evaluate_teacher(model, run.tokenizer(), cfg, split, extra, progress, text)
 
@@ -253,7 +254,7 @@ def evaluate_hybrid(
     from attnless.hybrid import build_hybrid, describe, finetune
 
     run = RunDir.of(cfg)
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     which = cfg.distill.teacher_checkpoint
     teacher, payload = run.load_teacher(which, device)
     step = payload["state"]["step"]
@@ -305,9 +306,9 @@ def evaluate(
     check_compatible(cfg.run_dir(), cfg)
     texts = texts or {}
     splits = list(texts) or splits or cfg.eval.splits
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     if device.type == "cpu":
-        hardware.tune_cpu_runtime(cfg.train.threads)
+        hardware.tune_cpu_runtime(cfg.runtime.threads)
     if replacements is None or layers is None:
         replacements, layers = from_config(cfg.eval)
     if replacements:

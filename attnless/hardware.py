@@ -1,4 +1,9 @@
-"""Device, precision and CPU runtime settings."""
+"""Device, precision and CPU runtime settings (the ``runtime`` section of a config).
+
+A run's precision is decided once, when its teacher is trained (``auto``: bf16 where measured
+faster), and recorded in the run folder (``runtime.json``); distillation and evaluation of the
+run use the recorded precision instead of measuring again (a busy machine could measure
+otherwise)."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
+        raise ValueError(f"runtime.device: {name!r} requested but CUDA is not available")
     return device
 
 
@@ -63,7 +68,7 @@ def cpu_bf16_speedup(threads: int) -> float:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a ``train.precision`` setting (None = fp32, no autocast).
+    """The autocast dtype for a ``runtime.precision`` setting (None = fp32, no autocast).
 
     ``auto`` takes bf16 on CUDA devices that support it, and on CPUs with bf16 instructions
     where a bf16 matmul measures at least 1.2x faster than fp32."""
@@ -86,8 +91,17 @@ def compute_text(dtype: torch.dtype | None) -> str:
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:
-    """``bf16`` or ``fp32``: the ``train.precision`` value that gives ``dtype``."""
+    """``bf16`` or ``fp32``: the ``runtime.precision`` value that gives ``dtype``."""
     return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def run_dtype(precision: str, recorded: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for work on a run: ``precision`` (a ``runtime.precision`` setting)
+    when it is bf16 or fp32; for ``auto``, ``recorded``, the precision the run's teacher was
+    trained in (:meth:`attnless.rundir.RunDir.recorded_precision`), measured only if None."""
+    if precision == "auto":
+        precision = recorded or "auto"
+    return autocast_dtype(precision, device)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -138,7 +138,7 @@ def finetune(hybrid: Hybrid, cfg: Config, prepared, epochs: int, progress: bool)
 
     model = hybrid.model
     device = next(model.parameters()).device
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    dtype = hardware.run_dtype(cfg.runtime.precision, RunDir.of(cfg).recorded_precision(), device)
     data = fit_length(prepared.train, hybrid.n)
     d = cfg.distill
     optimizer = torch.optim.Adam(

@@ -18,6 +18,7 @@ Training, distillation, evaluation, the command line and sweeps find their files
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from attnless import checkpoint
+from attnless import checkpoint, hardware
 from attnless.config import CHECKPOINTS
 from attnless.model.sites import ReplacementError
 from attnless.replacement import Family
 from attnless.runs import fingerprint, read_json, versions, write_json, write_text
 from attnless.students import StudentSpec, settings_diff, state_fingerprint
+
+
+@functools.cache
+def _checkpoint_precision(path: str, mtime_ns: int) -> str | None:
+    """The precision recorded in a teacher checkpoint (cached per file version)."""
+    return checkpoint.load(path).get("precision")
+
 
 if TYPE_CHECKING:
     from attnless.config import Config
@@ -124,6 +132,33 @@ class RunDir:
         from attnless.data.tokenizer import Tokenizer
 
         return Tokenizer.load(self.root)
+
+    # ---------------------------------------------------------------- runtime record
+
+    @property
+    def runtime_file(self) -> Path:
+        """``runtime.json``: the precision the teacher was trained in."""
+        return self.root / "runtime.json"
+
+    def record_precision(self, dtype: torch.dtype | None) -> None:
+        """Record that this run's teacher is trained in ``dtype`` (None: fp32)."""
+        write_json(self.runtime_file, {"precision": hardware.dtype_name(dtype)})
+
+    def recorded_precision(self) -> str | None:
+        """``bf16`` or ``fp32``: the precision the teacher was trained in, from
+        ``runtime.json`` or, for runs trained before that file, a checkpoint's metadata; None
+        for a run without either."""
+        try:
+            record = read_json(self.runtime_file) or {}
+        except ValueError:  # corrupt: the checkpoints still know
+            record = {}
+        if record.get("precision") in ("bf16", "fp32"):
+            return record["precision"]
+        for name in ("last", "best", "average"):
+            path = self.checkpoint(name)
+            if path.is_file():
+                return _checkpoint_precision(str(path), path.stat().st_mtime_ns)
+        return None
 
     # ---------------------------------------------------------------- teacher checkpoints
 

@@ -104,7 +104,7 @@ def student_settings(cfg: Config, family: Family, teacher: str) -> dict[str, Any
         "epochs": d.epochs,
         "max_steps": d.max_steps,
         "seed": cfg.seed,
-        "precision": cfg.train.precision,
+        "precision": cfg.runtime.precision,  # the setting (auto ...), as keys have always held
         "teacher": teacher,
     }
     if site == "decoder.cross":  # the only network the flag changes

@@ -152,11 +152,13 @@ class Trainer:
         self.run_dir = prepared.run_dir
         self.run = RunDir(prepared.run_dir)
         self.metrics_path = self.run.metrics_file
-        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.train.device))
+        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.runtime.device))
         self.progress = progress and cfg.train.progress and self.ctx.is_main
         if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads or distributed.default_threads(self.ctx))
-        self.dtype = hardware.autocast_dtype(cfg.train.precision, self.device)
+            hardware.tune_cpu_runtime(cfg.runtime.threads or distributed.default_threads(self.ctx))
+        self.dtype = hardware.run_dtype(
+            cfg.runtime.precision, self.run.recorded_precision(), self.device
+        )
         seed_everything(cfg.seed)
         tok = prepared.tokenizer
         self.model = build_model(cfg, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
@@ -166,6 +168,8 @@ class Trainer:
             self._restore(self.run.load_checkpoint("last", self.device))
         elif self.ctx.rank > 0:
             torch.manual_seed(rank_seed(cfg.seed, self.ctx.rank))  # own dropout masks
+        if self.ctx.is_main:  # decided once: distillation and evaluation keep this precision
+            self.run.record_precision(self.dtype)
         self.ddp = self._wrap(self.model)
         # target tokens of each training pair (ids + EOS): a step's global count, on every rank
         self._target_lengths = [len(t) + 1 for t in prepared.train.tgt]
@@ -257,7 +261,7 @@ class Trainer:
                 f"non-finite training loss ({value}) at step {self.state.step} "
                 f"(epoch {self.state.epoch + 1}); training stopped and the last good checkpoint "
                 f"was kept in {self.run.checkpoints}. Try a lower train.lr_scale, a longer "
-                "train.warmup or train.precision=fp32."
+                "train.warmup or runtime.precision=fp32."
             )
 
     @property
@@ -458,7 +462,7 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Prepare the data (if needed) and train the teacher of ``cfg``; resume if possible.
 
     Under ``torchrun``, rank 0 prepares the run folder first; the other ranks then read it."""
-    ctx, _ = distributed.setup(hardware.resolve_device(cfg.train.device))
+    ctx, _ = distributed.setup(hardware.resolve_device(cfg.runtime.device))
     with distributed.main_first(ctx):
         prepared = prepare(cfg, record=ctx.is_main)
     trainer = Trainer(cfg, prepared, progress=progress)

@@ -47,7 +47,7 @@ FULL = {
 }
 QUICK = {
     "config": "experiments/smoke.yaml",
-    "overrides": ["train.precision=fp32"],  # no bf16 kernel creation for every new shape
+    "overrides": ["runtime.precision=fp32"],  # no bf16 kernel creation for every new shape
     "train": {"steps": 2, "warmup": 1, "rounds": 1},
     "decode": {"sentences": 16, "nocache_sentences": 8, "size": "XS", "rounds": 1},
     "students": {"sizes": ("XS", "S"), "batch": 16, "repeats": 1, "rounds": 1},
@@ -69,9 +69,9 @@ def run(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_root={tmp}", *settings["overrides"], *overrides]
         cfg = config_mod.load(REPO / settings["config"], overrides)
-        device = hardware.resolve_device(cfg.train.device)
+        device = hardware.resolve_device(cfg.runtime.device)
         if device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads)
+            hardware.tune_cpu_runtime(cfg.runtime.threads)
         out["load"]["start"] = load()
         start = time.perf_counter()
         prepared = prepare(cfg)
@@ -106,8 +106,8 @@ def run(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
             if cfg.tokenizer.joint
             else f"{prepared.tokenizer.src_vocab_size}/{prepared.tokenizer.tgt_vocab_size}",
             "n": cfg.distill.n,
-            "precision": cfg.train.precision,
-            "autocast": hardware.dtype_name(hardware.autocast_dtype(cfg.train.precision, device)),
+            "precision": cfg.runtime.precision,
+            "autocast": hardware.dtype_name(hardware.autocast_dtype(cfg.runtime.precision, device)),
         }
         if device.type == "cpu":
             model["bf16_speedup"] = hardware.cpu_bf16_speedup(torch.get_num_threads())
@@ -157,7 +157,7 @@ def limits_markdown(students: dict[str, Any]) -> str:
             "- **On a CPU shared with other processes**, every multi-threaded operation waits "
             "for the slowest of its threads: small operations (casts, LayerNorm, masks) then "
             "cost a scheduler time slice each and the step falls far below the GEMM ceiling; "
-            "measure on an idle machine, or use `train.threads` below the number of free cores.",
+            "measure on an idle machine, or use `runtime.threads` below the number of free cores.",
         ]
     )
 
@@ -185,7 +185,7 @@ def markdown(result: dict[str, Any]) -> str:
         ],
         [
             "precision",
-            f"train.precision = {model['precision']} → {model['autocast']}"
+            f"runtime.precision = {model['precision']} → {model['autocast']}"
             + (
                 f" (a bf16 matmul measured {model['bf16_speedup']:.2f}x the speed of fp32 here)"
                 if "bf16_speedup" in model
@@ -301,7 +301,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = list(args.set)
     if args.threads:
-        overrides.append(f"train.threads={args.threads}")
+        overrides.append(f"runtime.threads={args.threads}")
     settings = QUICK if args.quick else FULL
     print(f"benchmarks ({'quick' if args.quick else 'full'} settings):", flush=True)
     result = run(settings, overrides)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 from typing import Any
 
 import torch
@@ -68,7 +67,7 @@ def _decode_rounds(
     lengths: dict[tuple[str, str], float] = {}
     for _ in range(rounds):
         for mode, beam, cache in modes:
-            decode_cfg = dataclasses.replace(cfg.decode, beam=beam, use_cache=cache)
+            decode_cfg = cfg.decode.model_copy(update={"beam": beam, "use_cache": cache})
             for name, model in models.items():
                 hyps: list = []
 
@@ -110,8 +109,8 @@ def measure(
     """Greedy and beam 4 (cached) on ``sentences`` test sentences, ``rounds`` rounds; and
     greedy with vs without the cache on the first ``nocache_sentences`` of them, one round
     after the others (decoding without the cache is slow: it re-runs every prefix)."""
-    device = hardware.resolve_device(cfg.train.device)
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    device = hardware.resolve_device(cfg.runtime.device)
+    dtype = hardware.autocast_dtype(cfg.runtime.precision, device)
     n = cfg.distill.n
     text = load_split(cfg.data, "test")
     src = prepared.tokenizer.encode_src(text.src[:sentences])
@@ -192,9 +191,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config_mod.load(args.config, [f"run_root={tmp}"])
-        device = hardware.resolve_device(cfg.train.device)
+        device = hardware.resolve_device(cfg.runtime.device)
         if device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads)
+            hardware.tune_cpu_runtime(cfg.runtime.threads)
         result = measure(
             cfg, prepare(cfg), args.sentences, args.nocache_sentences, args.size, args.rounds
         )

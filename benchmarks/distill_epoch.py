@@ -67,7 +67,7 @@ def measure(
     size: str = "S",
     rounds: int = 2,
 ) -> dict[str, Any]:
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     layers = cfg.model.encoder_layers
     run_cfg, data = _setup(
         cfg, prepared, batch_size, lambda fits: list(range(min(sentences, len(fits))))
@@ -90,7 +90,7 @@ def measure(
         "shared_s": min(shared),
         "per_layer_s": min(per_layer),
         "speedup": min(per_layer) / min(shared),
-        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.train.precision, device)),
+        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.runtime.precision, device)),
         "rounds": rounds,
     }
 
@@ -108,7 +108,7 @@ def measure_truncation(
     pass per batch), the networks computing only each batch's positions (truncated) against
     padding every sentence to n (the official computation): the same students on the same
     batches, after one warm-up pass of each form, alternating rounds, the best of each counts."""
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
 
     def whole_batches(fits: Examples) -> list[int]:
         """Whole batches of the real epoch order (lengths as in a real epoch)."""
@@ -148,7 +148,7 @@ def measure_truncation(
         "truncated_rounds_s": times[True],
         "padded_rounds_s": times[False],
         "speedup": min(times[False]) / min(times[True]),
-        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.train.precision, device)),
+        "autocast": hardware.compute_text(hardware.autocast_dtype(cfg.runtime.precision, device)),
         "rounds": rounds,
     }
 

@@ -65,7 +65,7 @@ class StudentBench:
         self, cfg: Config, size: str, lengths: list[int], device: torch.device, seed: int = 0
     ) -> None:
         self.device = device
-        self.dtype = hardware.autocast_dtype(cfg.train.precision, device)
+        self.dtype = hardware.autocast_dtype(cfg.runtime.precision, device)
         spec = StudentSpec("encoder.self", "alr", size, 0)
         torch.manual_seed(seed)
         self.net = build_student(spec, cfg).to(device)
@@ -155,7 +155,7 @@ def measure(
     repeats: int = 3,
     rounds: int = 3,
 ) -> dict[str, Any]:
-    device = hardware.resolve_device(cfg.train.device)
+    device = hardware.resolve_device(cfg.runtime.device)
     lengths = sentence_lengths(train, batch, cfg.seed, cfg.distill.n)
     results = []
     for size in sizes:
@@ -198,7 +198,7 @@ def measure(
         "batch": batch,
         "n": cfg.distill.n,
         "d_model": cfg.model.d_model,
-        "autocast": hardware.dtype_name(hardware.autocast_dtype(cfg.train.precision, device)),
+        "autocast": hardware.dtype_name(hardware.autocast_dtype(cfg.runtime.precision, device)),
         "optimizer": "Adam (fused)",
         "repeats": repeats,
         "rounds": rounds,
@@ -272,9 +272,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config_mod.load(args.config, [f"run_root={tmp}"])
-        device = hardware.resolve_device(cfg.train.device)
+        device = hardware.resolve_device(cfg.runtime.device)
         if device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.train.threads)
+            hardware.tune_cpu_runtime(cfg.runtime.threads)
         result = measure(cfg, prepare(cfg).train, tuple(args.sizes), args.batch, 3, args.rounds)
     print(markdown(result))
 

@@ -101,10 +101,10 @@ def run_steps(step_fn, batches: list[Batch]) -> tuple[float, int]:
 
 
 def measure(cfg: Config, steps: int, warmup: int, rounds: int) -> dict:
-    device = hardware.resolve_device(cfg.train.device)
-    dtype = hardware.autocast_dtype(cfg.train.precision, device)
+    device = hardware.resolve_device(cfg.runtime.device)
+    dtype = hardware.autocast_dtype(cfg.runtime.precision, device)
     if device.type == "cpu":
-        hardware.tune_cpu_runtime(cfg.train.threads)
+        hardware.tune_cpu_runtime(cfg.runtime.threads)
     prepared = prepare(cfg)
     train = prepared.train
     indices = epoch_batches(train, cfg.train.max_tokens, cfg.seed, 0)[: warmup + steps]

@@ -18,7 +18,7 @@ def test_every_api_function_works_after_importing_every_submodule(
     for module in pkgutil.walk_packages(attnless.__path__, "attnless."):
         if module.name not in ("attnless.__main__",):
             importlib.import_module(module.name)
-    cfg = tiny_config(tmp_path, data_dir, "train.epochs=1", "train.threads=1")
+    cfg = tiny_config(tmp_path, data_dir, "train.epochs=1", "runtime.threads=1")
     assert callable(api.load_config)
     prepared = api.prepare(cfg)
     assert prepared.run_dir == cfg.run_dir() and len(prepared.train)

@@ -19,7 +19,7 @@ from attnless.runs import read_json, read_jsonl
 from tests.helpers import REPO, tiny_config
 
 SMOKE = REPO / "experiments" / "smoke.yaml"
-QUICK = ("data.train_subset=100", "train.threads=1")  # 9 steps an epoch
+QUICK = ("data.train_subset=100", "runtime.threads=1")  # 9 steps an epoch
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Config:
         "data.eval_subset=12",
         "model.max_positions=100",
         "train.epochs=1",
-        "train.threads=1",
+        "runtime.threads=1",
     )
     from attnless.train import train
 
@@ -230,22 +230,49 @@ def test_out_of_range_values_in_a_file_name_the_file(tmp_path: Path) -> None:
         config_mod.load(path, ["model.dropout=0.2"])
 
 
+def test_old_train_runtime_keys_are_read_as_the_runtime_section(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run folders and presets written before the runtime section still load, with a note."""
+    path = tmp_path / "old.yaml"
+    path.write_text("train:\n  epochs: 3\n  precision: fp32\n  device: cpu\n  threads: 2\n")
+    config_mod._NOTED.clear()
+    with caplog.at_level("WARNING", logger="attnless.config"):
+        cfg = config_mod.load(path, ["train.threads=1"])
+        config_mod.load(path)  # noted once per process
+    assert (cfg.runtime.precision, cfg.runtime.device, cfg.runtime.threads) == ("fp32", "cpu", 1)
+    assert "precision" not in cfg.to_dict()["train"] and cfg.train.epochs == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "--set train.threads=1: train.threads moved to the runtime section: read as "
+        "runtime.threads",
+        f"{path}: train.device, train.precision moved to the runtime section: read as "
+        "runtime.device, runtime.precision",
+    ]
+    both = tmp_path / "both.yaml"
+    both.write_text("train:\n  precision: fp32\nruntime:\n  precision: bf16\n")
+    assert config_mod.load(both).runtime.precision == "bf16"  # the runtime section wins
+    with pytest.raises(ConfigError, match=r"^--set train.precision=fp16: runtime.precision: "):
+        config_mod.load(path, ["train.precision=fp16"])
+
+
 def test_every_numeric_setting_has_a_range() -> None:
-    import dataclasses
     import typing
 
-    def numeric(tp: typing.Any) -> bool:
-        args = typing.get_args(tp) or (tp,)
-        return any(a in (int, float) for a in args)
+    from pydantic import BaseModel
+
+    def numeric(tp: typing.Any) -> bool:  # int, float, Optional or Annotated ones, tuples of them
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is typing.Annotated:
+            return numeric(args[0])
+        return tp in (int, float) or typing.get_origin(tp) is not list and any(map(numeric, args))
 
     keys = []
-    for section in dataclasses.fields(Config):
-        hints = typing.get_type_hints(Config)
-        if dataclasses.is_dataclass(hints[section.name]):
-            sub = typing.get_type_hints(hints[section.name])
-            keys += [f"{section.name}.{k}" for k, tp in sub.items() if numeric(tp)]
-        elif numeric(hints[section.name]):
-            keys.append(section.name)
+    for name, field in Config.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            sub = field.annotation.model_fields
+            keys += [f"{name}.{k}" for k, f in sub.items() if numeric(f.annotation)]
+        elif numeric(field.annotation):
+            keys.append(name)
     assert sorted(keys) == sorted(config_mod.RANGES)
 
 

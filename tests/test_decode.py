@@ -6,7 +6,6 @@ length cap) and one trained for ~200 steps on a toy copy task (a few seconds on 
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -167,7 +166,7 @@ def test_cached_equals_uncached(request, name: str, beam: int, sentences) -> Non
     model = request.getfixturevalue(name)
     cfg = DecodeConfig(beam=beam, batch_tokens=40)
     cached = translate_ids(model, sentences, cfg)
-    uncached = translate_ids(model, sentences, dataclasses.replace(cfg, use_cache=False))
+    uncached = translate_ids(model, sentences, cfg.model_copy(update={"use_cache": False}))
     assert cached == uncached
     assert any(len(h) > 5 for h in cached)  # not a degenerate all-empty output
 
@@ -214,7 +213,7 @@ def test_order_lengths_and_tokens(random_model, copy_model, sentences) -> None:
     cfg = DecodeConfig(max_len_a=0.5, max_len_b=2, batch_tokens=30)
     for model in (random_model, copy_model):
         for beam in (1, 3):
-            out = translate_ids(model, sentences, dataclasses.replace(cfg, beam=beam))
+            out = translate_ids(model, sentences, cfg.model_copy(update={"beam": beam}))
             assert len(out) == len(sentences)
             for src, hyp in zip(sentences, out, strict=True):
                 assert len(hyp) <= int(0.5 * len(src) + 2)
@@ -230,11 +229,11 @@ def test_order_lengths_and_tokens(random_model, copy_model, sentences) -> None:
 def test_length_cap_and_position_table(random_model, sentences) -> None:
     greedy = translate_ids(random_model, sentences, DecodeConfig(max_len_a=0.0, max_len_b=3))
     assert max(len(h) for h in greedy) == 3  # the random model runs into the cap
-    short = Seq2SeqTransformer(VOCAB, VOCAB, dataclasses.replace(TINY, max_positions=14))
+    short = Seq2SeqTransformer(VOCAB, VOCAB, TINY.model_copy(update={"max_positions": 14}))
     for beam in (1, 2):
         cfg = DecodeConfig(beam=beam, max_len_a=0.0, max_len_b=100)
         for use_cache in (True, False):
-            out = translate_ids(short, sentences, dataclasses.replace(cfg, use_cache=use_cache))
+            out = translate_ids(short, sentences, cfg.model_copy(update={"use_cache": use_cache}))
             assert max(len(h) for h in out) <= 13
 
 
@@ -278,7 +277,7 @@ def test_beam_score_at_least_greedy(copy_model, alpha: float) -> None:
     sentences = random_sentences(16, 6, 12, seed=11)
     cfg = DecodeConfig(length_penalty=alpha)
     greedy = translate_ids(copy_model, sentences, cfg)
-    beam = translate_ids(copy_model, sentences, dataclasses.replace(cfg, beam=5))
+    beam = translate_ids(copy_model, sentences, cfg.model_copy(update={"beam": 5}))
     assert greedy != beam
     for src, g, b in zip(sentences, greedy, beam, strict=True):
         assert score(copy_model, src, b, alpha) >= score(copy_model, src, g, alpha) - 1e-4

@@ -149,7 +149,7 @@ def test_decoder_students_and_hybrid_evaluation(teacher_run: Config) -> None:
 
 
 # fp32 on one thread: a student's arithmetic is then the same whatever else runs beside it
-EXACT = ("train.precision=fp32", "train.threads=1", "distill.lr=3e-3", "distill.layers=1")
+EXACT = ("runtime.precision=fp32", "runtime.threads=1", "distill.lr=3e-3", "distill.layers=1")
 FAMILIES = (
     "encoder.self=alr:XS",
     "encoder.self=elr:XS",
@@ -263,7 +263,7 @@ def test_cli_distill_with_other_settings_never_reuses_students(teacher_run: Conf
     new students in their own folders; the finished ones stay as they are."""
     run = str(teacher_run.run_dir())
     base = ["distill", run, "--replace", "decoder.cross=alr:XS", "--layers", "5", "-q"]
-    base += ["--set", "distill.epochs=1", "--set", "train.threads=1"]
+    base += ["--set", "distill.epochs=1", "--set", "runtime.threads=1"]
     root = teacher_run.run_dir() / "students" / "decoder.cross" / "alr-XS"
     _cli(*base)
     (first,) = [p.parent for p in root.glob("*/layer5.pt")]

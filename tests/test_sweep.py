@@ -1,6 +1,6 @@
 """Sweeps and reports: spec validation, stable cell ids, sharding, dry runs, an end-to-end sweep
-on a slice of Multi30k, a sweep killed mid-cell and resumed, lock files, and reports that
-survive a corrupt results line."""
+on a slice of Multi30k, a sweep killed mid-cell and resumed, locks, and reports that survive a
+corrupt results line."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from attnless.cli import app
 from attnless.config import Config, ConfigError
-from attnless.locks import BOOT_ID, HOST, PID_NS, FileLock
 from attnless.report import params_table, report
 from attnless.sweep import (
     SpecError,
@@ -31,6 +30,7 @@ from attnless.sweep import (
     shard_cells,
     spec_from_dict,
 )
+from attnless.sweep.locks import Lock
 from tests.helpers import REPO, data_root
 
 SMOKE = REPO / "experiments" / "smoke.yaml"
@@ -47,7 +47,7 @@ TINY = [
     "train.epochs=1",
     "train.max_tokens=400",
     "train.progress=false",
-    "train.threads=1",
+    "runtime.threads=1",
     "distill.epochs=1",
     "distill.batch_size=64",
     "distill.progress=false",
@@ -71,6 +71,36 @@ def _sets() -> list[str]:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
+
+
+def _free(paths: list[Path]) -> bool:
+    """Whether no process holds any of the locks ``paths`` (their files stay on disk)."""
+    locks = [Lock(path, path.name) for path in paths]
+    try:
+        return all(lock.try_acquire() for lock in locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _hold(path: Path) -> subprocess.Popen:
+    """Another process that holds the lock ``path`` until it is killed."""
+    code = (
+        "import time\nfrom attnless.sweep.locks import Lock\n"
+        f"lock = Lock({str(path)!r}, 'x')\nassert lock.try_acquire()\nprint('held', flush=True)\n"
+        "time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
 
 
 # --------------------------------------------------------------------------- end to end
@@ -114,7 +144,7 @@ def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
     calls = {json.loads(m.read_text())["call"] for m in markers}
     assert len(calls) == 8  # one call per cell, each cell scored as soon as it can be
     assert (demo_sweep / "spec.yaml").is_file()
-    assert not list((demo_sweep / "locks").glob("*.lock"))
+    assert _free(list((demo_sweep / "locks").glob("*.lock")))
 
 
 def test_rerun_skips_finished_cells(demo_sweep: Path) -> None:
@@ -166,17 +196,13 @@ def _six_cells(tmp_path: Path, name: str) -> Path:
         "replace": [["encoder.self=alr"], ["encoder.self=alrr"], ["encoder.self=elr"]],
         "size": ["XS", "S"],
     }
-    spec.write_text(json.dumps({"name": name, "preset": str(SMOKE), "grid": grid, "set": TINY}))
+    sets = [*TINY, "runtime.sweep_poll_s=0.2"]  # look at work other shards hold often
+    spec.write_text(json.dumps({"name": name, "preset": str(SMOKE), "grid": grid, "set": sets}))
     return spec
 
 
 def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "ATTNLESS_DATA": str(data_root()),
-        "ATTNLESS_LOCK_HEARTBEAT_S": "1",
-        "ATTNLESS_SWEEP_POLL_S": "0.2",
-    }
+    return {**os.environ, "ATTNLESS_DATA": str(data_root())}
 
 
 def test_sweep_killed_mid_cell_resumes_without_recomputing(tmp_path: Path, data_dir: Path) -> None:
@@ -210,26 +236,36 @@ def test_sweep_killed_mid_cell_resumes_without_recomputing(tmp_path: Path, data_
     assert sum(r["kind"] == "teacher" for r in records) == 1
     assert {c["pid"] for c in cells[: len(first_cells)]} == {proc.pid}
     assert proc.pid not in {c["pid"] for c in cells[len(first_cells) :]}
-    assert not list((out / "locks").glob("*.lock"))  # the killed holder's lock was taken over
+    assert _free(list((out / "locks").glob("*.lock")))  # the killed holder's lock was freed
 
 
-def test_rerun_removes_the_lock_a_killed_holder_left_on_a_recorded_cell(tmp_path: Path) -> None:
+def test_a_killed_holders_lock_frees_itself_and_a_live_holders_cell_is_skipped(
+    tmp_path: Path,
+) -> None:
     """A sweep killed between appending a cell's line and releasing the cell's lock leaves the
-    lock behind; the next run removes it (a live holder's lock stays)."""
+    lock file behind, unlocked: it holds nobody up. A cell whose lock a live process holds is
+    skipped, with a message naming the cell."""
     spec = load_spec(_six_cells(tmp_path, "locks"))
     out = tmp_path / "sweeps" / "locks"
-    sweep = Sweep(spec, out, progress=False, say=lambda _: None)
+    said: list[str] = []
+    sweep = Sweep(spec, out, progress=False, say=said.append)
     lines = [{"kind": "cell", "cell_id": c.id} for c in sweep.cells]
-    (out / "locks").mkdir(parents=True)
+    out.mkdir(parents=True)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    info = {"host": HOST, "boot_id": BOOT_ID, "pid_ns": PID_NS, "token": "t"}
-    stale, live = (out / "locks" / f"{c.id}.lock" for c in sweep.cells[:2])
-    stale.write_text(json.dumps({**info, "pid": dead.pid, "started": time.time()}))
-    live.write_text(json.dumps({**info, "pid": os.getpid(), "started": time.time()}))
-    assert sweep.run()["skipped"] == 6
-    assert not stale.exists() and live.exists()
+    killed, live = (out / "locks" / f"{c.id}.lock" for c in sweep.cells[:2])
+    _kill(_hold(killed))
+    holder = _hold(live)
+    try:
+        assert sweep.run()["skipped"] == 6
+        assert killed.exists() and _free([killed]) and not _free([live])
+        sweep.counts["busy"] = 0
+        sweep._evaluate(sweep.cells[1], {}, {})  # a cell the other process is running
+        cell = sweep.cells[1]
+        assert said[-1] == f"cell {cell.id} ({cell.title()}): being run by another process; skipped"
+        assert sweep.counts["busy"] == 1
+    finally:
+        _kill(holder)
+    assert _free([live])
 
 
 def test_concurrent_shards_share_the_teacher_and_split_the_students(
@@ -258,7 +294,7 @@ def test_concurrent_shards_share_the_teacher_and_split_the_students(
     assert len(markers) == 6
     # each family distilled once, by the shard that needed it (one call per cell)
     assert len({m["call"] for m in markers}) == 6
-    assert not list(Path(run_dir).parent.glob("*.lock"))
+    assert _free(list(Path(run_dir).parent.glob("*.lock")))
 
 
 def test_sweep_with_other_distill_settings_never_reuses_students(
@@ -438,32 +474,40 @@ def test_cli_reports_spec_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- locks, reports
 
 
-def test_locks_wait_for_live_holders_and_take_over_dead_ones(tmp_path: Path) -> None:
-    path = tmp_path / "x.lock"
-    holder = FileLock(path, "x")
+def test_locks_refuse_live_holders_and_free_themselves_when_the_holder_dies(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sub" / "x.lock"
+    holder = Lock(path, "x")
     assert holder.try_acquire()
-    other = FileLock(path, "x")
-    assert not other.try_acquire()  # held by a live process (this one)
-    with pytest.raises(TimeoutError, match="still locked by pid"):
-        other.acquire(poll=0.05, timeout=0.2)
+    other = Lock(path, "x")
+    assert not other.try_acquire()  # held by a live holder (in this process)
     holder.release()
-    assert not path.exists()
+    holder.release()  # safe twice
     assert other.try_acquire()
     other.release()
-    # a holder that died (SIGKILL) on this machine: its lock is stale at once
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    info = {"host": HOST, "boot_id": BOOT_ID, "pid_ns": PID_NS, "pid": dead.pid, "token": "d"}
-    path.write_text(json.dumps({**info, "started": time.time()}))
-    taker = FileLock(path, "x")
-    assert taker.try_acquire()
-    taker.release()
-    # a holder on another machine: stale only when its heartbeat stopped
-    path.write_text(json.dumps({**info, "host": "elsewhere"}))
-    assert not FileLock(path, "x", stale_after=60).try_acquire()
-    old = time.time() - 120
-    os.utime(path, (old, old))
-    assert FileLock(path, "x", stale_after=60).try_acquire()
+    # a holder in another process: refused while it lives, free the moment it is killed
+    proc = _hold(path)
+    try:
+        assert not other.try_acquire()
+    finally:
+        _kill(proc)
+    assert other.try_acquire()
+    other.release()
+
+
+def test_distill_calls_fit_the_memory_budget_of_the_config() -> None:
+    from attnless import config as config_mod
+    from attnless.sweep.students import distill_calls, memory_budget
+
+    assert memory_budget("cpu", 1.5) == 3 * 2**29
+    families = {("encoder.self", "alr", "XS"): [0, 1], ("encoder.self", "alr", "S"): [0, 1]}
+    said: list[str] = []
+    roomy = config_mod.load(SMOKE, ["runtime.distill_memory_gb=8"])
+    assert distill_calls(roomy, families, said.append) == [([0, 1], sorted(families))]
+    tight = config_mod.load(SMOKE, ["runtime.distill_memory_gb=0.0001"])
+    assert len(distill_calls(tight, families, said.append)) == 2
+    assert said and "more than the budget of 0.0 GiB: 2 distillation calls" in said[-1]
 
 
 def test_parameter_table_matches_the_paper() -> None:

@@ -153,16 +153,33 @@ def test_auto_precision_follows_the_measured_bf16_speed(
     assert hardware.autocast_dtype("bf16", cpu) == torch.bfloat16
 
 
-def test_resumed_run_keeps_the_precision_auto_chose(
+def test_auto_precision_is_decided_once_per_run(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Decided when the teacher is trained and recorded in its run folder: a resumed run,
+    distillation and evaluation keep it, however a new measurement comes out."""
+    from attnless.distill import Distiller
+
     monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 5.0)
-    cfg = tiny_config(tmp_path, data_dir, "data.train_subset=50", "train.max_steps=2")
+    students = ("distill.replace=[encoder.self=alr:XS]", "distill.teacher_checkpoint=last")
+    cfg = tiny_config(tmp_path, data_dir, "data.train_subset=50", "train.max_steps=2", *students)
     train(cfg, progress=False)
-    assert checkpoint.load(cfg.run_dir() / "checkpoints" / "last.pt")["precision"] == "bf16"
-    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 0.5)  # another machine
+    run = cfg.run_dir()
+    run_dir = RunDir(run)
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["precision"] == "bf16"
+    assert run_dir.runtime_file.read_text() == '{\n  "precision": "bf16"\n}\n'
+    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda threads: 0.5)  # a busy machine
+    cpu = torch.device("cpu")
+    assert hardware.autocast_dtype("auto", cpu) is None  # what a new measurement says
     assert Trainer(cfg, prepare(cfg), progress=False).dtype == torch.bfloat16
+    assert Distiller(cfg, prepare(cfg, record=False), progress=False).dtype == torch.bfloat16
+    recorded = run_dir.recorded_precision()
+    assert hardware.run_dtype("auto", recorded, cpu) == torch.bfloat16  # evaluation's choice
+    assert hardware.run_dtype("fp32", recorded, cpu) is None  # a setting other than auto wins
+    run_dir.runtime_file.unlink()  # a run trained before the record: its checkpoints
+    assert run_dir.recorded_precision() == "bf16"
+    assert RunDir(tmp_path / "untrained").recorded_precision() is None  # nothing recorded
 
 
 def test_epoch_log_line_is_readable() -> None:

@@ -3,7 +3,6 @@ decode (detokenize)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -123,7 +122,7 @@ def train_tokenizer(
 def fingerprint(train: ParallelText, cfg: TokenizerConfig, seed: int) -> str:
     """A hash of everything a tokenizer is trained from: the training text and the settings."""
     digest = hashlib.sha256()
-    settings = {"tokenizer": dataclasses.asdict(cfg), "seed": seed}
+    settings = {"tokenizer": cfg.model_dump(), "seed": seed}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for side in (train.src, train.tgt):  # lines never hold "\n": joining them is unambiguous
         digest.update(f"\0{len(side)}\0".encode())

@@ -46,15 +46,16 @@ at most the cell being evaluated (and the unfinished epoch of a teacher or stude
 Sharding. ``--shard i/n`` takes cells i, i+n, i+2n, ... (0-based). Cells are ordered with the
 teacher (corpus, direction) varying fastest, so when n divides the number of teachers each
 shard gets whole teachers. Shards sharing a teacher coordinate through lock files (see
-:mod:`attnless.locks`): one trains the teacher while the others wait; each student family
-(site, method, size) is distilled by one shard at a time, and a shard that finds a family
-locked distils its other families first.
+:mod:`~attnless.sweep.locks`; the kernel frees the locks of a killed shard): one trains the
+teacher while the others wait; each student family (site, method, size) is distilled by one
+shard at a time, and a shard that finds a family locked distils its other families first.
 
 Modules: :mod:`~attnless.sweep.spec` (the spec schema and its validation),
 :mod:`~attnless.sweep.cells` (grid -> cells, ids, shards), :mod:`~attnless.sweep.runner` (the
 :class:`Sweep` that runs them), :mod:`~attnless.sweep.students` (student families on disk),
 :mod:`~attnless.sweep.results` (``results.jsonl``), :mod:`~attnless.sweep.params` (parameter
-counts) and :mod:`~attnless.sweep.costs` (time estimates for ``--dry-run`` and the ETA).
+counts), :mod:`~attnless.sweep.costs` (time estimates for ``--dry-run`` and the ETA) and
+:mod:`~attnless.sweep.locks`.
 """
 
 from attnless.sweep.cells import (

@@ -17,15 +17,14 @@ from attnless.replacement import ALL, Family, LayerSet, Replacement, to_config
 from attnless.runs import fingerprint
 from attnless.sweep.spec import SWEEP_KEYS, Spec, SpecError
 
-# Settings that say where and how verbosely a job runs, not what it computes.
+# Settings that say where and how verbosely a job runs, not what it computes (besides the
+# runtime section, which is all such settings).
 OPERATIONAL = (
     "name",
     "dir",
     "run_root",
     "data.data_dir",
     "train.progress",
-    "train.device",
-    "train.threads",
     "train.log_every",
     "train.save_every",
     "distill.progress",
@@ -65,7 +64,7 @@ def _drop(values: dict[str, Any], keys: tuple[str, ...] | set[str]) -> dict[str,
 
 def settings(cfg: Config, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The non-default, non-operational settings of ``cfg`` (optionally only some sections)."""
-    values = _drop(cfg.to_dict(), set(OPERATIONAL) | set(SWEEP_KEYS))
+    values = _drop(cfg.to_dict(), {"runtime", *OPERATIONAL, *SWEEP_KEYS})
     defaults = Config().to_dict()
     if sections is not None:
         values = {k: v for k, v in values.items() if k in sections or k == "seed"}

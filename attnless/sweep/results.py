@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import Any
 
 from attnless.config import Config
 from attnless.hardware import describe_machine, resolve_device
-from attnless.locks import HOST
 from attnless.runs import append_jsonl, git_revision, read_jsonl, versions
 from attnless.sweep.cells import Cell, Family
 from attnless.sweep.spec import Spec
+
+HOST = socket.gethostname()
 
 # The package's logger, as before the package was split into modules (log lines name it).
 log = logging.getLogger(__package__)
@@ -88,7 +90,7 @@ def teacher_record(
         "device": summary["device"],
         "precision": summary["precision"],
         "tokens_per_s": summary["tokens_per_s"],
-        "machine": describe_machine(resolve_device(cfg.train.device)),
+        "machine": describe_machine(resolve_device(cfg.runtime.device)),
         "train_seconds": summary["train_seconds"],
         "wall_seconds": wall_seconds,
         "train_wall_seconds": train_wall_seconds,
@@ -160,7 +162,7 @@ def cell_record(
         "distill_epochs": cell.config.distill.epochs,
         "distill_batch_size": cell.config.distill.batch_size,
         "precision": next((f["precision"] for f in fam_info.values() if f["precision"]), None),
-        "machine": describe_machine(resolve_device(cell.config.train.device)),
+        "machine": describe_machine(resolve_device(cell.config.runtime.device)),
         "commit": git_revision(),
         "config": _config_record(cell.config),
         "versions": main.get("versions") or versions(),

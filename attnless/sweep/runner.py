@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import time
@@ -15,13 +14,13 @@ from typing import Any
 import yaml
 
 from attnless.config import Config
-from attnless.locks import FileLock, describe_holder
 from attnless.replacement import Family, LayerSet, Replacement
 from attnless.rundir import RunDir, StudentFolder
 from attnless.runs import write_text
 from attnless.sweep import shipped
 from attnless.sweep.cells import Cell, expand, filter_cells, shard_cells
 from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
+from attnless.sweep.locks import Lock
 from attnless.sweep.results import (
     append_result,
     cell_record,
@@ -64,11 +63,10 @@ class Sweep:
         self.teachers = Path(teachers) if teachers is not None else self.out.parent / "teachers"
         self.shard = shard
         self.progress = progress
-        self.poll = (
-            poll if poll is not None else float(os.environ.get("ATTNLESS_SWEEP_POLL_S", "5"))
-        )
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self.cells = expand(spec, self.runs)
+        # seconds between looks at work other processes hold (runtime.sweep_poll_s)
+        self.poll = poll if poll is not None else spec.base_config().runtime.sweep_poll_s
         self.mine = filter_cells(shard_cells(self.cells, shard), only or [])
         self.results_path = self.out / "results.jsonl"
 
@@ -89,7 +87,7 @@ class Sweep:
         return {tid: r.get("step") for tid, r in self.teacher_records(records).items()}
 
     def cost_model(self) -> CostModel:
-        return CostModel.for_machine(self.cells[0].config.train.device if self.cells else "auto")
+        return CostModel.for_machine(self.cells[0].config.runtime.device if self.cells else "auto")
 
     def plan(self, model: CostModel | None = None) -> Plan:
         records = self.records()
@@ -153,7 +151,6 @@ class Sweep:
     def _run(self) -> dict[str, Any]:
         records = self.records()
         done = self.done_ids(records)
-        self._clear_stale_locks(done)
         pending = [c for c in self.mine if c.id not in done]
         i, n = self.shard
         where = f" (shard {i}/{n})" if n > 1 else ""
@@ -180,10 +177,10 @@ class Sweep:
         )
         return self.counts
 
-    def _teacher_lock(self, cell: Cell) -> FileLock:
+    def _teacher_lock(self, cell: Cell) -> Lock:
         return lock_beside(cell.teacher_dir, f"teacher {cell.teacher_dir}")
 
-    def _run_group(self, group: list[Cell], lock: FileLock) -> None:
+    def _run_group(self, group: list[Cell], lock: Lock) -> None:
         cell = group[0]
         teacher = self._ensure_teacher(cell)
         lock.release()
@@ -259,9 +256,9 @@ class Sweep:
                 needed.setdefault(fam, set()).update(layers)
         folders = {fam: family_folder(cfg, fam, sha) for fam in needed}
         remaining = {fam: sorted(layers) for fam, layers in needed.items()}
-        announced: set[str] = set()
+        announced: set[Family] = set()
         while remaining:
-            taken: dict[Family, FileLock] = {}
+            taken: dict[Family, Lock] = {}
             try:
                 for fam in list(remaining):
                     if family_done(folders[fam], remaining[fam]):
@@ -269,11 +266,11 @@ class Sweep:
                         continue
                     lock = family_lock(folders[fam], fam)
                     if not lock.try_acquire():
-                        info, _ = lock.read()
-                        holder = describe_holder(info)
-                        if holder not in announced:
-                            self.say(f"students {'/'.join(fam)}: being distilled by {holder}")
-                            announced.add(holder)
+                        if fam not in announced:
+                            self.say(
+                                f"students {'/'.join(fam)}: being distilled by another process"
+                            )
+                            announced.add(fam)
                         continue
                     taken[fam] = lock
                     if family_done(folders[fam], remaining[fam]):
@@ -337,26 +334,15 @@ class Sweep:
 
     # ---------------------------------------------------------------- cells
 
-    def _cell_lock(self, cell: Cell) -> FileLock:
-        return FileLock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
-
-    def _clear_stale_locks(self, done: set[str]) -> None:
-        """Remove the locks of recorded cells left by holders killed between recording the
-        cell and releasing its lock (a live holder's lock stays)."""
-        for cell in self.mine:
-            lock = self._cell_lock(cell)
-            if cell.id in done and lock.path.exists() and lock.try_acquire():
-                lock.release()
+    def _cell_lock(self, cell: Cell) -> Lock:
+        return Lock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
 
     def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
         from attnless.evaluate import evaluate
 
         lock = self._cell_lock(cell)
         if not lock.try_acquire():
-            info, _ = lock.read()
-            self.say(
-                f"cell {cell.id} ({cell.title()}): being run by {describe_holder(info)}; skipped"
-            )
+            self.say(f"cell {cell.id} ({cell.title()}): being run by another process; skipped")
             self.counts["busy"] += 1
             return
         try:
@@ -405,7 +391,7 @@ def _in_turn(items: list, lock_for: Callable, work: Callable, poll: float) -> No
     """Do ``work(item, lock)`` for every item once its lock is ours; busy items wait their turn
     (other items go first), and each holder we wait for is named once."""
     pending = list(items)
-    announced: set[tuple[str, str]] = set()
+    announced: set[str] = set()
     while pending:
         took = False
         for item in list(pending):
@@ -421,16 +407,17 @@ def _in_turn(items: list, lock_for: Callable, work: Callable, poll: float) -> No
         if pending and not took:
             for item in pending:
                 lock = lock_for(item)
-                info, _ = lock.read()
-                holder = describe_holder(info)
-                if info is not None and (lock.what, holder) not in announced:
-                    announced.add((lock.what, holder))
-                    log.warning("waiting for %s: held by %s", lock.what, holder)
+                if lock.what not in announced:
+                    announced.add(lock.what)
+                    log.warning(
+                        "waiting for %s: locked by another process (%s)", lock.what, lock.path
+                    )
             time.sleep(poll)
 
 
 def _install_sigterm():
-    """Turn SIGTERM (SLURM's time limit, ``kill``) into SystemExit so locks are released."""
+    """Turn SIGTERM (SLURM's time limit, ``kill``) into SystemExit, so a stopped sweep unwinds
+    like Ctrl-C (its locks the kernel frees however it ends)."""
 
     def handler(signum, frame):
         raise SystemExit(128 + signum)

@@ -1,4 +1,4 @@
-"""Sweep specs: the schema, its validation and the preset a spec names."""
+"""Sweep specs: the schema (pydantic models), its validation and the preset a spec names."""
 
 from __future__ import annotations
 
@@ -6,16 +6,28 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainValidator,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from attnless import config as config_mod
-from attnless.config import Config, ConfigError
+from attnless.config import Config, ConfigError, Text, dotted, error_line
 from attnless.model.sites import METHODS, SITES, SIZES, ReplacementError, get_method
 from attnless.replacement import LayerSet, Replacement
 
 SPEC_KEYS = ("name", "description", "preset", "grid", "set")
 GRID_KEYS = ("corpus", "direction", "replace", "size", "layers")
-REQUIRED_GRID = ("replace", "size")
 GRID_EXAMPLES = {
     "corpus": "[multi30k]",
     "direction": "[de-en, en-de]",
@@ -94,19 +106,171 @@ def resolve_preset(preset: str, base_dir: Path | None) -> Path:
     raise SpecError(f"preset {preset!r}: no such preset (looked for {looked})")
 
 
-def _list(value: Any, where: str, example: str) -> list[Any]:
-    """``value`` checked to be a non-empty list without repeated items."""
-    if not isinstance(value, list):
-        raise SpecError(f"{where}: expected a list, e.g. {example}; got {value!r}")
-    if not value:
-        raise SpecError(f"{where}: empty; every grid key needs at least one value (no cells)")
-    seen = set()
-    for item in value:
-        key = json.dumps(item, sort_keys=True, default=str)
-        if key in seen:
-            raise SpecError(f"{where}: {item!r} is listed twice")
-        seen.add(key)
-    return value
+def _fail(text: str, kind: str = "spec") -> PydanticCustomError:
+    """A validation error: ``text`` says what is wrong with the value at the error's location
+    (``kind`` "located": ``text`` names the location itself)."""
+    return PydanticCustomError(kind, "{text}", {"text": text})
+
+
+def _entry(item: Any) -> str:
+    """One ``site=method`` of a variant, checked against the method registry."""
+    known = ", ".join(METHODS)
+    if not isinstance(item, str) or "=" not in item:
+        raise _fail(f"expected site=method (one of {known}); got {item!r}")
+    if ":" in item:
+        variant = item.split(":")[0]
+        raise _fail(f"{item!r} gives a size; sizes go in grid.size, the variant is {variant!r}")
+    site, _, method = (part.strip() for part in item.partition("="))
+    try:
+        get_method(site, method)
+    except ReplacementError:
+        raise _fail(f"unknown replacement {item!r}; expected one of {known}") from None
+    return f"{site}={method}"
+
+
+def _as_entries(value: Any) -> Any:
+    """A variant: a non-empty list of ``site=method`` (or one such string)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _fail(
+            f"expected a non-empty list of site=method, e.g. [encoder.self=alr]; got {value!r}"
+        )
+    return items
+
+
+def _one_per_site(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """The entries in the order of the sites, each site once."""
+    sites = [entry.partition("=")[0] for entry in entries]
+    for site in sites:
+        if sites.count(site) > 1:
+            raise _fail(f"site {site} is replaced twice in one variant")
+    return tuple(sorted(entries, key=lambda entry: SITES.index(entry.partition("=")[0])))
+
+
+Variant = Annotated[
+    tuple[Annotated[str, PlainValidator(_entry)], ...],
+    BeforeValidator(_as_entries),
+    AfterValidator(_one_per_site),
+]
+
+
+class Grid(BaseModel):
+    """A spec's grid: for each key a non-empty list of distinct values, in canonical form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: list[Text] | None = None
+    direction: list[Text] | None = None
+    replace: list[Variant]
+    size: list[Text]
+    layers: list[Text] | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _distinct(cls, values: Any, info: ValidationInfo) -> Any:
+        if not isinstance(values, list):
+            example = GRID_EXAMPLES[info.field_name]
+            raise _fail(f"expected a list, e.g. {example}; got {values!r}")
+        if not values:
+            raise _fail("empty; every grid key needs at least one value (no cells)")
+        seen = set()
+        for item in values:
+            key = json.dumps(item, sort_keys=True, default=str)
+            if key in seen:
+                raise _fail(f"{item!r} is listed twice")
+            seen.add(key)
+        return values
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpora(cls, values: list[str]) -> list[str]:
+        choices = config_mod.CHOICES["data.corpus"]
+        for v in values:
+            if v not in choices:
+                raise _fail(f"unknown corpus {v!r}; expected one of {choices}")
+        return values
+
+    @field_validator("direction")
+    @classmethod
+    def _directions(cls, values: list[str]) -> list[str]:
+        for v in values:
+            match = DIRECTION_RE.match(v)
+            if not match or match.group(1) == match.group(2):
+                raise _fail(f"{v!r} is not a direction; expected src-tgt, e.g. de-en")
+        return values
+
+    @field_validator("replace")
+    @classmethod
+    def _variants(cls, values: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        if len(set(values)) != len(values):
+            raise _fail("two entries name the same variant")
+        return values
+
+    @field_validator("size")
+    @classmethod
+    def _sizes(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if v.upper() not in SIZES:
+                raise _fail(f"unknown size {v!r}; expected one of {SIZES}")
+        return [v.upper() for v in values]
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, values: list[str]) -> list[str]:
+        values = [v.replace(" ", "") for v in values]
+        for v in values:
+            try:
+                config_mod.layer_indices(v, "grid.layers")
+            except ConfigError as err:
+                raise _fail(str(err), "located") from None
+        return values
+
+
+class SpecFile(BaseModel):
+    """What a spec file holds (``name`` and ``preset`` may come from the command line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Strict()] | None = None
+    description: Annotated[str, Strict()] = ""
+    preset: Annotated[str, Strict()] | None = None
+    grid: Grid
+    set: list[str] = []
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _overrides(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+            raise _fail(f"expected a list of section.key=value, got {value!r}")
+        return value
+
+
+def _spec_error(err: ValidationError, source: str) -> SpecError:
+    """The first problem pydantic found in a spec (unknown, then missing keys first), as one
+    line naming ``source`` and the key."""
+    rank = {"extra_forbidden": 0, "missing": 1}
+    error = min(err.errors(), key=lambda e: rank.get(e["type"], 2))
+    loc, kind = tuple(error["loc"]), error["type"]
+    where = dotted(loc)
+    if kind == "extra_forbidden" and len(loc) == 1:
+        return SpecError(
+            f"{source}: unknown key {loc[0]!r}; expected one of {', '.join(SPEC_KEYS)}"
+        )
+    if kind == "extra_forbidden":
+        return SpecError(f"{source}: {where}: unknown key; expected one of {', '.join(GRID_KEYS)}")
+    if kind == "missing" and loc == ("grid",):
+        return SpecError(f"{source}: grid: required (a mapping of {', '.join(GRID_KEYS)})")
+    if kind == "missing":
+        return SpecError(f"{source}: {where}: required (e.g. {loc[-1]}: {GRID_EXAMPLES[loc[-1]]})")
+    if kind == "located":
+        return SpecError(f"{source}: {error['msg']}")
+    if kind == "model_type" and loc == ("grid",):
+        return SpecError(f"{source}: grid: expected a mapping with keys {', '.join(GRID_KEYS)}")
+    if kind == "spec":
+        return SpecError(f"{source}: {where}: {error['msg']}")
+    return SpecError(f"{source}: {error_line(error)[1]}")
 
 
 def _plain(value: Any) -> Any:
@@ -116,87 +280,17 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, LayerSet) else value
 
 
-def _variant(value: Any, where: str) -> tuple[Replacement, ...]:
-    """One replace entry: a list of ``site=method`` (or one such string)."""
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise SpecError(
-            f"{where}: expected a non-empty list of site=method, e.g. [encoder.self=alr]; "
-            f"got {value!r}"
-        )
-    known = ", ".join(METHODS)
-    out: dict[str, Replacement] = {}
-    for i, item in enumerate(items):
-        here = f"{where}[{i}]"
-        if not isinstance(item, str) or "=" not in item:
-            raise SpecError(f"{here}: expected site=method (one of {known}); got {item!r}")
-        if ":" in item:
-            raise SpecError(
-                f"{here}: {item!r} gives a size; sizes go in grid.size, the variant is "
-                f"{item.split(':')[0]!r}"
-            )
-        site, _, method = (part.strip() for part in item.partition("="))
-        try:
-            get_method(site, method)
-        except ReplacementError:
-            raise SpecError(
-                f"{here}: unknown replacement {item!r}; expected one of {known}"
-            ) from None
-        if site in out:
-            raise SpecError(f"{here}: site {site} is replaced twice in one variant")
-        out[site] = Replacement(site, method)
-    return tuple(out[s] for s in SITES if s in out)
-
-
-def _normalize_grid(grid: Any, source: str) -> dict[str, list[Any]]:
-    """The validated grid: known keys in ``GRID_KEYS`` order, values in canonical form."""
-    if not isinstance(grid, dict):
-        raise SpecError(f"{source}: grid: expected a mapping with keys {', '.join(GRID_KEYS)}")
-    for key in grid:
-        if key not in GRID_KEYS:
-            raise SpecError(
-                f"{source}: grid.{key}: unknown key; expected one of {', '.join(GRID_KEYS)}"
-            )
-    for key in REQUIRED_GRID:
-        if key not in grid:
-            raise SpecError(f"{source}: grid.{key}: required (e.g. {key}: {GRID_EXAMPLES[key]})")
-    out: dict[str, list[Any]] = {}
-    for key in GRID_KEYS:
-        if key not in grid:
-            continue
-        where = f"{source}: grid.{key}"
-        values = _list(grid[key], where, GRID_EXAMPLES[key])
-        if key == "corpus":
-            choices = config_mod.CHOICES["data.corpus"]
-            for v in values:
-                if v not in choices:
-                    raise SpecError(f"{where}: unknown corpus {v!r}; expected one of {choices}")
-        elif key == "direction":
-            for v in values:
-                match = DIRECTION_RE.match(str(v))
-                if not match or match.group(1) == match.group(2):
-                    raise SpecError(
-                        f"{where}: {v!r} is not a direction; expected src-tgt, e.g. de-en"
-                    )
-            values = [str(v) for v in values]
-        elif key == "replace":
-            values = [_variant(v, f"{where}[{i}]") for i, v in enumerate(values)]
-            if len(set(values)) != len(values):
-                raise SpecError(f"{where}: two entries name the same variant")
-        elif key == "size":
-            upper = [str(v).upper() for v in values]
-            for v, u in zip(values, upper):
-                if u not in SIZES:
-                    raise SpecError(f"{where}: unknown size {v!r}; expected one of {SIZES}")
-            values = upper
-        elif key == "layers":
-            try:
-                values = [LayerSet.parse(str(v), where) for v in values]
-            except ConfigError as err:
-                raise SpecError(str(err)) from None
-            if len(set(values)) != len(values):
-                raise SpecError(f"{where}: two entries name the same layers")
-        out[key] = values
+def _typed(grid: dict[str, list[Any]], source: str) -> dict[str, list[Any]]:
+    """The validated grid with its variants as :class:`Replacement` tuples and its layer sets
+    as :class:`LayerSet` values (parsed once, here)."""
+    out = dict(grid)
+    out["replace"] = [
+        tuple(Replacement(*entry.split("=", 1)) for entry in variant) for variant in grid["replace"]
+    ]
+    if "layers" in grid:
+        out["layers"] = [LayerSet.parse(v, f"{source}: grid.layers") for v in grid["layers"]]
+        if len(set(out["layers"])) != len(out["layers"]):
+            raise SpecError(f"{source}: grid.layers: two entries name the same layers")
     return out
 
 
@@ -226,43 +320,33 @@ def spec_from_dict(
     """Validate a spec mapping; ``preset`` and ``overrides`` come from the command line."""
     if not isinstance(values, dict):
         raise SpecError(f"{source}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
-    for key in values:
-        if key not in SPEC_KEYS:
-            raise SpecError(
-                f"{source}: unknown key {key!r}; expected one of {', '.join(SPEC_KEYS)}"
-            )
-    name = values.get("name", default_name)
+    try:
+        spec = SpecFile.model_validate(values)
+    except ValidationError as err:
+        raise _spec_error(err, source) from None
+    name = spec.name if spec.name is not None else default_name
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise SpecError(
             f"{source}: name: {name!r} must be a folder name (letters, digits, '.', '_', '-')"
         )
-    description = values.get("description", "")
-    if not isinstance(description, str):
-        raise SpecError(f"{source}: description: expected text, got {description!r}")
-    preset = preset or values.get("preset")
-    if not isinstance(preset, str) or not preset:
+    preset = preset or spec.preset
+    if not preset:
         raise SpecError(f"{source}: preset: missing; name one (preset: paper) or pass --preset")
-    spec_set = values.get("set", [])
-    if spec_set is None:
-        spec_set = []
-    if not isinstance(spec_set, list) or not all(isinstance(s, str) for s in spec_set):
-        raise SpecError(f"{source}: set: expected a list of section.key=value, got {spec_set!r}")
-    if "grid" not in values:
-        raise SpecError(f"{source}: grid: required (a mapping of {', '.join(GRID_KEYS)})")
-    grid = _normalize_grid(values["grid"], source)
-    all_overrides = list(spec_set) + list(overrides or [])
+    grid = {key: getattr(spec.grid, key) for key in GRID_KEYS}
+    grid = _typed({key: value for key, value in grid.items() if value is not None}, source)
+    all_overrides = spec.set + list(overrides or [])
     _check_overrides(all_overrides, grid, source)
-    spec = Spec(
+    result = Spec(
         name=name,
         preset=preset,
         preset_path=resolve_preset(preset, base_dir),
         grid=grid,
         overrides=all_overrides,
-        description=description,
+        description=spec.description,
         source=source,
     )
-    spec.base_config()  # every override must make a valid config
-    return spec
+    result.base_config()  # every override must make a valid config
+    return result
 
 
 def load_spec(

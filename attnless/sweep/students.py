@@ -15,22 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attnless.config import Config
-from attnless.locks import FileLock
 from attnless.replacement import Family
 from attnless.rundir import RunDir, StudentFolder
 from attnless.students import student_settings
+from attnless.sweep.locks import Lock
 from attnless.sweep.params import student_params
 
 # weights, gradients and Adam's two moments in fp32
 BYTES_PER_STUDENT_PARAM = 16
 
 
-def memory_budget(device: str = "auto") -> int:
-    """Bytes the students of one distill call may use: ``$ATTNLESS_DISTILL_MEMORY_GB``, else
-    half of the GPU's memory (CUDA) or of the machine's RAM."""
-    env = os.environ.get("ATTNLESS_DISTILL_MEMORY_GB")
-    if env:
-        return int(float(env) * 2**30)
+def memory_budget(device: str = "auto", gigabytes: float | None = None) -> int:
+    """Bytes the students of one distill call may use: ``gigabytes`` (the setting
+    ``runtime.distill_memory_gb``), else half of the GPU's memory (CUDA) or of the machine's
+    RAM."""
+    if gigabytes:
+        return int(float(gigabytes) * 2**30)
     import torch
 
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
@@ -41,9 +41,9 @@ def memory_budget(device: str = "auto") -> int:
         return 8 * 2**30
 
 
-def lock_beside(folder: Path, what: str) -> FileLock:
+def lock_beside(folder: Path, what: str) -> Lock:
     """The lock file ``<folder>.lock`` guarding ``folder``."""
-    return FileLock(folder.with_name(folder.name + ".lock"), what)
+    return Lock(folder.with_name(folder.name + ".lock"), what)
 
 
 def family_folder(cfg: Config, family: Family, teacher: str) -> StudentFolder:
@@ -52,7 +52,7 @@ def family_folder(cfg: Config, family: Family, teacher: str) -> StudentFolder:
     return RunDir.of(cfg).student_folder(student_settings(cfg, family, teacher))
 
 
-def family_lock(folder: StudentFolder, family: Family) -> FileLock:
+def family_lock(folder: StudentFolder, family: Family) -> Lock:
     return lock_beside(folder.path, f"students {'/'.join(family)}")
 
 
@@ -69,7 +69,7 @@ def distill_calls(
 ) -> list[tuple[list[int], list[Family]]]:
     """Split the families into distill calls: one per distinct layer set, further split
     (largest first, first fit) so the students of one call fit ``memory_budget()``."""
-    budget = memory_budget(cfg.train.device)
+    budget = memory_budget(cfg.runtime.device, cfg.runtime.distill_memory_gb)
     m = cfg.model
     calls = []
     by_layers: dict[tuple[int, ...], list[Family]] = {}
