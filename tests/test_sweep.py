@@ -501,7 +501,12 @@ def test_distill_calls_fit_the_memory_budget_of_the_config() -> None:
     from attnless.sweep.students import distill_calls, memory_budget
 
     assert memory_budget("cpu", 1.5) == 3 * 2**29
-    families = {("encoder.self", "alr", "XS"): [0, 1], ("encoder.self", "alr", "S"): [0, 1]}
+    from attnless.replacement import Family
+
+    families = {
+        Family("encoder.self", "alr", "XS"): [0, 1],
+        Family("encoder.self", "alr", "S"): [0, 1],
+    }
     said: list[str] = []
     roomy = config_mod.load(SMOKE, ["runtime.distill_memory_gb=8"])
     assert distill_calls(roomy, families, said.append) == [([0, 1], sorted(families))]
