@@ -35,6 +35,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Vali
 
 log = logging.getLogger(__name__)
 
+REPO = Path(__file__).resolve().parents[1]  # the repository (experiments/ holds the presets)
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range.
@@ -649,3 +651,26 @@ def load(path: str | Path, overrides: Sequence[str | Override] | None = None) ->
 def dump(cfg: Config) -> str:
     """YAML text of a config (what a run folder stores as config.yaml)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def resolve_preset(preset: str, base_dir: Path | None = None) -> Path:
+    """The file of a preset name (``paper``) or path: in ``base_dir`` (beside a sweep spec), then
+    ./experiments, then the repository's experiments/."""
+    given = Path(preset)
+    candidates = []
+    if given.suffix in (".yaml", ".yml") or "/" in preset:
+        candidates.append(given)
+        if base_dir is not None and not given.is_absolute():
+            candidates.append(base_dir / given)
+    else:
+        if base_dir is not None:
+            candidates.append(base_dir / f"{preset}.yaml")
+        candidates += [
+            Path("experiments") / f"{preset}.yaml",
+            REPO / "experiments" / f"{preset}.yaml",
+        ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in dict.fromkeys(candidates))
+    raise ConfigError(f"preset {preset!r}: no such preset (looked for {looked})")

@@ -15,40 +15,49 @@ writes into ``<sweep>/report/`` (every file atomically):
 - ``results.csv``: every result, one row per cell and split;
 - ``relative_bleu.png`` (relative BLEU vs size, one panel per direction, one bar group per
   variant) and ``layers.png`` (relative BLEU vs number of replaced layers).
+
+The results are one pandas DataFrame of :class:`attnless.results.ResultRow` (one row per
+teacher or cell and split); each table is a pivot of it, rendered with ``to_markdown`` and
+``to_csv``. Rows and columns follow the spec (directions, variants, sizes), then the order in
+which the ledger first names them; '-' marks a cell of a table not measured yet.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from attnless import config as config_mod
-from attnless.config import Config, ConfigError, layer_indices
+from attnless.config import Config, ConfigError, resolve_preset
 from attnless.findings import findings_markdown
-from attnless.model.sites import METHODS, SIZES
+from attnless.model.sites import METHODS, SIZES, ReplacementError
+from attnless.params import inference_flops, replaced_params, student_params
+from attnless.replacement import LayerSet
+from attnless.results import SITE_SHORT, ResultRow, read_results, result_rows, variant_label
 from attnless.runs import atomic_open, read_json, write_text
-from attnless.sweep import (
-    SITE_SHORT,
-    read_results,
-    replaced_params,
-    resolve_preset,
-    student_params,
-    variant_label,
-)
-from attnless.sweep.params import inference_flops
 
 log = logging.getLogger(__name__)
 
 LAYER_KINDS = ("bottom", "top")
+RESULT_COLUMNS = ["cell_id", "corpus", "direction", "variant", "replace", "size", "layers"]
+RESULT_COLUMNS += ["split", "test_set", "bleu", "chrf", "teacher_bleu", "relative_bleu"]
+RESULT_COLUMNS += ["student_params", "replaced_params", "params_ratio", "teacher_train_seconds"]
+RESULT_COLUMNS += ["distill_seconds", "eval_seconds", "seed", "bleu_signature"]
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def _frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
+    """The rows as a DataFrame of Python objects (a missing value stays None, an int an int)."""
+    columns = [f.name for f in fields(ResultRow)]
+    return pd.DataFrame([asdict(row) for row in rows], columns=columns, dtype=object)
 
 
 def _mean_lengths(run_dir: str | None) -> tuple[float, float] | None:
@@ -58,91 +67,6 @@ def _mean_lengths(run_dir: str | None) -> tuple[float, float] | None:
         return None
     kept = stats["train_pairs_kept"]
     return stats["train_src_tokens"] / kept, stats["train_tgt_tokens"] / kept
-
-
-def _rows(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    """Flatten records into one row per (cell or teacher, split)."""
-    cells: dict[str, dict] = {}
-    teachers: dict[str, dict] = {}
-    for record in records:
-        if record.get("kind") == "cell" and record.get("cell_id"):
-            cells[record["cell_id"]] = record  # a repeated cell: the last line wins
-        elif record.get("kind") == "teacher" and record.get("teacher_id"):
-            teachers[record["teacher_id"]] = record
-    rows = []
-    for record in cells.values():
-        base = {
-            k: record.get(k)
-            for k in (
-                "cell_id",
-                "corpus",
-                "direction",
-                "variant",
-                "size",
-                "layers",
-                "student_params",
-                "replaced_params",
-                "params_ratio",
-                "seed",
-                "teacher_id",
-            )
-        }
-        base["replace"] = "+".join(record.get("replace") or [])
-        base["n"] = record.get("n")
-        base["model"] = (record.get("config") or {}).get("model")
-        base["lengths"] = _mean_lengths(record.get("run_dir"))
-        if not base["variant"]:
-            base["variant"] = variant_label(record.get("replace") or [])
-        base["layers"] = str(base["layers"])
-        times = record.get("times") or {}
-        base.update(
-            teacher_train_seconds=times.get("teacher_train_seconds"),
-            distill_seconds=times.get("distill_seconds"),
-            eval_seconds=times.get("eval_seconds"),
-        )
-        base["encoder_layers"] = ((record.get("config") or {}).get("model") or {}).get(
-            "encoder_layers"
-        )
-        base["decoder_layers"] = ((record.get("config") or {}).get("model") or {}).get(
-            "decoder_layers"
-        )
-        scores = record.get("scores") or {record.get("split", "test"): record}
-        for split, result in scores.items():
-            row = dict(base)
-            row["split"] = split
-            for key in (
-                "test_set",
-                "bleu",
-                "chrf",
-                "teacher_bleu",
-                "relative_bleu",
-                "sentences_per_s",
-                "teacher_sentences_per_s",
-            ):
-                row[key] = result.get(key, record.get(key))
-            row["bleu_signature"] = result.get("bleu_signature")
-            rows.append(row)
-    teacher_rows = []
-    for record in teachers.values():
-        scores = record.get("scores") or {record.get("split", "test"): record}
-        for split, result in scores.items():
-            teacher_rows.append(
-                {
-                    "teacher_id": record.get("teacher_id"),
-                    "corpus": record.get("corpus"),
-                    "direction": record.get("direction"),
-                    "preset": record.get("preset"),
-                    "split": split,
-                    "test_set": result.get("test_set"),
-                    "bleu": result.get("bleu"),
-                    "chrf": result.get("chrf"),
-                    "bleu_signature": result.get("bleu_signature"),
-                    "train_seconds": record.get("train_seconds"),
-                    "epochs": record.get("epochs"),
-                    "step": record.get("step"),
-                }
-            )
-    return rows, teacher_rows
 
 
 def _spec(sweep_dir: Path) -> dict[str, Any]:
@@ -157,10 +81,9 @@ def _spec(sweep_dir: Path) -> dict[str, Any]:
     return values if isinstance(values, dict) else {}
 
 
-def _model_config(records: list[dict], spec: dict[str, Any]) -> Config:
+def _model_config(results: pd.DataFrame, spec: dict[str, Any]) -> Config:
     """The teacher shape for the parameter table: from a result, else the spec's preset."""
-    for record in records:
-        values = record.get("config")
+    for values in results["config"]:
         if isinstance(values, dict):
             try:
                 return config_mod.from_dict(values, "results.jsonl")
@@ -168,7 +91,7 @@ def _model_config(records: list[dict], spec: dict[str, Any]) -> Config:
                 continue
     if spec.get("preset"):
         try:
-            path = resolve_preset(str(spec["preset"]), None)
+            path = resolve_preset(str(spec["preset"]))
             values = config_mod.apply_overrides(config_mod.read_yaml(path), spec.get("set") or [])
             return config_mod.from_dict(values, str(path))
         except ConfigError as err:
@@ -179,7 +102,9 @@ def _model_config(records: list[dict], spec: dict[str, Any]) -> Config:
 # --------------------------------------------------------------------------- formatting
 
 
-def _order(values: list[Any], preferred: list[Any] | None) -> list[Any]:
+def _order(values: Iterable[Any], preferred: list[Any] | None) -> list[Any]:
+    """The distinct ``values``: those in ``preferred`` first, in its order, then the others in
+    order of appearance."""
     seen = list(dict.fromkeys(v for v in values if v is not None))
     if not preferred:
         return seen
@@ -187,273 +112,272 @@ def _order(values: list[Any], preferred: list[Any] | None) -> list[Any]:
     return first + [v for v in seen if v not in first]
 
 
-def _md(headers: list[str], rows: list[list[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return "" if value is None else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+def _index(order: list | tuple, value: Any) -> int:
+    return order.index(value) if value in order else len(order)
 
 
-def _csv(headers: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows(rows)
-    return buffer.getvalue()
+def _groups(frame: pd.DataFrame, keys: list[str], directions: list[str]) -> list:
+    """(key, rows) per distinct value of ``keys``, sorted by corpus, then the direction's place
+    in ``directions``, then split; groups that tie (other layers) in order of appearance."""
+
+    def rank(group: tuple) -> tuple:
+        key = dict(zip(keys, group[0]))
+        direction = _index(directions, key["direction"])
+        return (key["corpus"], direction) + ((key["split"],) if "split" in key else ())
+
+    return sorted(frame.groupby(keys, sort=False, dropna=False), key=rank)
+
+
+def _in_order(frame: pd.DataFrame, keys: list[str], combos: Iterable[tuple]) -> pd.DataFrame:
+    """The rows of ``frame`` whose ``keys`` are one of ``combos``, in the order of ``combos``."""
+    return pd.DataFrame(list(combos), columns=keys, dtype=object).merge(frame, on=keys)
+
+
+def _grid(table: pd.DataFrame, index: Any, columns: Any) -> pd.DataFrame:
+    """A pivot on exactly these rows and columns, in their order; '-' where none was measured."""
+    return table.reindex(index=index, columns=columns, fill_value="-").fillna("-")
+
+
+def _md(frame: pd.DataFrame) -> str:
+    """A markdown table: cells as given (None empty, '|' escaped), columns not padded."""
+    cells = frame.map(lambda v: "" if v is None else str(v).replace("|", "\\|"))
+    options = {"stralign": None, "numalign": None, "disable_numparse": True}
+    return cells.to_markdown(index=False, tablefmt="github", **options)
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def _num(value: Any, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    return "-" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def _bleu_rel(row: dict | None) -> str:
-    if row is None or row.get("bleu") is None:
+def _bleu_rel(bleu: Any, relative: Any) -> str:
+    """``BLEU (% of the teacher)``; '-' when not measured."""
+    if pd.isna(bleu):
         return "-"
-    text = f"{row['bleu']:.2f}"
-    if row.get("relative_bleu") is not None:
-        text += f" ({row['relative_bleu']:.1f}%)"
-    return text
+    return f"{bleu:.2f}" + ("" if pd.isna(relative) else f" ({relative:.1f}%)")
 
 
-def _provenance(rows: list[dict]) -> str:
+def _provenance(rows: pd.DataFrame) -> str:
     """Which test set(s) and BLEU signature(s) a table's numbers come from."""
-    sets = sorted({f"{r['test_set']} (split {r['split']})" for r in rows if r.get("test_set")})
-    sigs = sorted({r["bleu_signature"] for r in rows if r.get("bleu_signature")})
+    sets = sorted({f"{t} (split {s})" for t, s in zip(rows.test_set, rows.split) if t})
+    sigs = sorted({s for s in rows.bleu_signature if s})
     return (
         f"Test set: {', '.join(sets) or 'unknown'}. "
         f"BLEU: sacreBLEU, signature `{' ; '.join(sigs) or 'unknown'}`."
     )
 
 
-def _layer_set(text: str, count: int | None) -> list[int] | None:
+def _teacher_bleu(rows: pd.DataFrame) -> str:
+    return _num(next((b for b in rows.teacher_bleu if not pd.isna(b)), None))
+
+
+def _layer_list(row: Any, site: str) -> list[int] | None:
+    """The layers a result replaced at ``site`` (encoder or decoder), if it knows how many the
+    teacher has and its ``layers`` names some of them."""
+    count = row.encoder_layers if site.startswith("encoder") else row.decoder_layers
     if count is None:
         return None
-    if text == "all":
-        return list(range(count))
-    layers: set[int] = set()
     try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            layers.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
+        return LayerSet.parse(row.layers).resolve(count)
+    except (ConfigError, ReplacementError):
         return None
-    return sorted(layers)
 
 
-def _layer_kind(row: dict) -> tuple[int, list[str]] | None:
-    """(number of replaced layers, [bottom and/or top]) for contiguous bottom/top sets."""
-    sites = row.get("replace", "").split("+")
-    count = row.get("encoder_layers") if all(s.startswith("encoder") for s in sites) else None
-    if count is None:
-        count = row.get("decoder_layers") if all(s.startswith("decoder") for s in sites) else None
-    layers = _layer_set(row["layers"], count)
-    if not layers or count is None:
+def _layer_kind(row: Any) -> tuple[int, list[str]] | None:
+    """(number of replaced layers, [bottom and/or top]) for contiguous bottom/top sets of a
+    result that replaces sites of one stack."""
+    sites = row.replace.split("+")
+    stack = next((s for s in ("encoder", "decoder") if all(x.startswith(s) for x in sites)), None)
+    layers = _layer_list(row, stack) if stack else None
+    if layers is None:
         return None
-    k = len(layers)
-    kinds = []
-    if layers == list(range(k)):
-        kinds.append("bottom")
-    if layers == list(range(count - k, count)):
-        kinds.append("top")
+    k, count = len(layers), row.encoder_layers if stack == "encoder" else row.decoder_layers
+    starts = zip(LAYER_KINDS, (0, count - k))
+    kinds = [kind for kind, start in starts if layers == list(range(start, start + k))]
     return (k, kinds) if kinds else None
+
+
+def _by_side(cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with the number of layers each replaced (``count``) and the end they start from
+    (``side``): a row per side for a contiguous set (bottom, top, or both for all layers), and
+    side "other" (count None) for other sets."""
+    kinds = [_layer_kind(row) for row in cells.itertuples(index=False)]
+    count = pd.Series([kind[0] if kind else None for kind in kinds], cells.index, dtype=object)
+    side = pd.Series([kind[1] if kind else ["other"] for kind in kinds], cells.index)
+    return cells.assign(count=count, side=side).explode("side")
 
 
 # --------------------------------------------------------------------------- tables
 
 
-def teacher_table(teachers: list[dict], cells: list[dict], directions: list[str]) -> tuple:
+def teacher_table(
+    teachers: pd.DataFrame, cells: pd.DataFrame, directions: list[str]
+) -> tuple[str, str] | None:
     """Table A: rows corpus (+ split), columns directions."""
-    rows = list(teachers)
-    if not rows:  # older results: the teacher's BLEU is in every cell
-        seen = set()
-        for r in cells:
-            key = (r["corpus"], r["direction"], r["split"])
-            if key not in seen and r.get("teacher_bleu") is not None:
-                seen.add(key)
-                rows.append({**r, "bleu": r["teacher_bleu"], "chrf": None, "preset": ""})
-    if not rows:
+    rows = teachers
+    if rows.empty:  # older results: the teacher's BLEU is in every cell
+        rows = cells[cells.teacher_bleu.notna()].drop_duplicates(["corpus", "direction", "split"])
+        rows = rows.assign(bleu=rows.teacher_bleu, chrf=None)
+    if rows.empty:
         return None
-    dirs = _order([r["direction"] for r in rows], directions)
-    groups = _order([(r["corpus"], r["split"]) for r in rows], None)
-    md_rows, csv_rows = [], []
-    for corpus, split in groups:
-        by_dir = {r["direction"]: r for r in rows if (r["corpus"], r["split"]) == (corpus, split)}
-        md_rows.append(
-            [f"Transformer ({corpus}, {split})"]
-            + [
-                _num(by_dir[d]["bleu"])
-                + (f" / chrF {by_dir[d]['chrf']:.1f}" if by_dir[d].get("chrf") else "")
-                if d in by_dir
-                else "-"
-                for d in dirs
-            ]
-        )
-        for d in dirs:
-            if d in by_dir:
-                r = by_dir[d]
-                csv_rows.append([corpus, split, d, r.get("test_set"), r["bleu"], r.get("chrf")])
+    dirs = _order(rows.direction, directions)
+    groups = _order(zip(rows.corpus, rows.split), None)
+    text = [_num(b) + (f" / chrF {c:.1f}" if c else "") for b, c in zip(rows.bleu, rows.chrf)]
+    last = rows.assign(text=text).drop_duplicates(["corpus", "split", "direction"], keep="last")
+    table = last.pivot_table(
+        index=["corpus", "split"], columns="direction", values="text", aggfunc="first"
+    )
+    table = _grid(table, pd.MultiIndex.from_tuples(groups), dirs)
+    table.insert(0, "model", [f"Transformer ({corpus}, {split})" for corpus, split in groups])
     md = "\n".join(
         [
             "## Table A: teacher BLEU per direction",
             "",
-            _md(["model"] + dirs, md_rows),
+            _md(table),
             "",
             _provenance(rows) + " Cells: BLEU / chrF.",
         ]
     )
-    headers = ["corpus", "split", "direction", "test_set", "bleu", "chrf"]
-    return md, _csv(headers, csv_rows)
+    keys = ["corpus", "split", "direction"]
+    measured = _in_order(last, keys, _product(groups, dirs))
+    return md, _csv(measured[keys + ["test_set", "bleu", "chrf"]])
 
 
-def size_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
+def size_tables(cells: pd.DataFrame, order: dict[str, list]) -> tuple[str, str] | None:
     """Tables B/C: per (corpus, direction, split, layers): rows variant, columns size."""
-    if not cells:
+    if cells.empty:
         return None
     # every size and variant of the spec, measured or not (a growing ledger shows its gaps)
-    sizes = _order([r["size"] for r in cells] + order.get("size", []), [s for s in SIZES])
+    sizes = _order([*cells["size"], *order["size"]], list(SIZES))
     parts = ["## Tables B/C: BLEU (and % of the teacher) by replacement and size", ""]
-    csv_rows = []
-    groups = _order([(r["corpus"], r["direction"], r["split"], r["layers"]) for r in cells], None)
-    groups.sort(key=lambda g: (g[0], _index(order["direction"], g[1]), g[2]))
-    summary: dict[tuple, dict[str, float]] = {}  # -> {direction: relative BLEU}
-    for corpus, direction, split, layers in groups:
-        rows = [
-            r
-            for r in cells
-            if (r["corpus"], r["direction"], r["split"], r["layers"])
-            == (corpus, direction, split, layers)
-        ]
-        variants = _order([r["variant"] for r in rows] + order["variant"], order["variant"])
-        teacher = next((r["teacher_bleu"] for r in rows if r.get("teacher_bleu") is not None), None)
-        md_rows = []
-        for variant in variants:
-            line = [variant]
-            for size in sizes:
-                row = next((r for r in rows if (r["variant"], r["size"]) == (variant, size)), None)
-                line.append(_bleu_rel(row))
-                if row is not None:
-                    csv_rows.append(
-                        [corpus, direction, split, layers, variant, size, row["bleu"]]
-                        + [row.get("relative_bleu"), row.get("teacher_bleu"), row.get("chrf")]
-                    )
-                    if row.get("relative_bleu") is not None:
-                        key = (corpus, split, layers, variant, size)
-                        summary.setdefault(key, {})[direction] = row["relative_bleu"]
-            md_rows.append(line)
+    measured = []
+    keys = ["corpus", "direction", "split", "layers"]
+    for (corpus, direction, _, layers), rows in _groups(cells, keys, order["direction"]):
+        variants = _order([*rows.variant, *order["variant"]], order["variant"])
+        text = [_bleu_rel(b, r) for b, r in zip(rows.bleu, rows.relative_bleu)]
+        table = rows.assign(text=text).pivot_table(
+            index="variant", columns="size", values="text", aggfunc="first"
+        )
+        table = _grid(table, variants, sizes)
+        table.insert(0, "replaced \\ size", variants)
+        first = rows.drop_duplicates(["variant", "size"])  # the result in the table
+        measured.append(_in_order(first, ["variant", "size"], _product(variants, sizes)))
         parts += [
-            f"### {corpus} {direction}, layers {layers} (teacher BLEU {_num(teacher)})",
+            f"### {corpus} {direction}, layers {layers} (teacher BLEU {_teacher_bleu(rows)})",
             "",
-            _md(["replaced \\ size"] + sizes, md_rows),
+            _md(table),
             "",
             _provenance(rows),
             "",
         ]
-    directions = {r["direction"] for r in cells}
-    if len(directions) > 1 and summary:
-        md_rows = []
-        keys = _order([k[:4] for k in summary], None)
-        variants = _order([k[3] for k in keys], order["variant"])
-        for corpus, split, layers in _order([k[:3] for k in keys], None):
-            for variant in variants:
-                line = [f"{variant} ({corpus}, layers {layers})"]
-                for size in sizes:
-                    values = summary.get((corpus, split, layers, variant, size))
-                    line.append(_mean_cell(values, len(directions)))
-                md_rows.append(line)
-        parts += [
-            f"### Mean % of the teacher's BLEU over {len(directions)} directions",
-            "",
-            _md(["replaced \\ size"] + sizes, md_rows),
-            "",
-            _provenance(cells) + " A mean over fewer directions names them.",
-            "",
-        ]
-    headers = ["corpus", "direction", "split", "layers", "variant", "size", "bleu"]
-    headers += ["relative_bleu", "teacher_bleu", "chrf"]
-    return "\n".join(parts), _csv(headers, csv_rows)
+    measured = pd.concat(measured)
+    if cells.direction.nunique() > 1 and measured.relative_bleu.notna().any():
+        parts += _mean_table(measured, sizes, order, cells)
+    columns = keys + ["variant", "size", "bleu", "relative_bleu", "teacher_bleu", "chrf"]
+    return "\n".join(parts), _csv(measured[columns])
 
 
-def _mean_cell(by_direction: dict[str, float] | None, directions: int) -> str:
-    """The mean relative BLEU over the directions measured; when some are missing, it names
-    the ones it averages."""
-    if not by_direction:
-        return "-"
+def _product(first: Iterable, second: Iterable) -> list[tuple]:
+    """Every combination of an item of ``first`` with one of ``second``, as flat tuples."""
+
+    def flat(item: Any) -> tuple:
+        return item if isinstance(item, tuple) else (item,)
+
+    second = list(second)
+    return [flat(a) + flat(b) for a in first for b in second]
+
+
+def _mean_table(
+    measured: pd.DataFrame, sizes: list[str], order: dict[str, list], cells: pd.DataFrame
+) -> list[str]:
+    """The mean relative BLEU over the directions, per (corpus, split, layers) and variant."""
+    directions = cells.direction.nunique()
+    rows = measured[measured.relative_bleu.notna()]
+    keys = ["corpus", "split", "layers", "variant"]
+    pairs = list(zip(rows.direction, rows.relative_bleu))
+    table = rows.assign(pair=pairs).pivot_table(
+        index=keys, columns="size", values="pair", aggfunc=lambda p: _mean_cell(list(p), directions)
+    )
+    blocks = _order(zip(rows.corpus, rows.split, rows.layers), None)
+    index = _product(blocks, _order(rows.variant, order["variant"]))
+    table = _grid(table, pd.MultiIndex.from_tuples(index), sizes)
+    labels = [f"{variant} ({corpus}, layers {layers})" for corpus, _, layers, variant in index]
+    table.insert(0, "replaced \\ size", labels)
+    return [
+        f"### Mean % of the teacher's BLEU over {directions} directions",
+        "",
+        _md(table),
+        "",
+        _provenance(cells) + " A mean over fewer directions names them.",
+        "",
+    ]
+
+
+def _mean_cell(pairs: Iterable[tuple[str, float]], directions: int) -> str:
+    """The mean relative BLEU over the (direction, relative BLEU) ``pairs`` measured; when some
+    directions are missing, it names the ones it averages."""
+    by_direction = dict(pairs)
     text = f"{sum(by_direction.values()) / len(by_direction):.1f}%"
     if len(by_direction) < directions:
         text += f" ({', '.join(by_direction)} only)"
     return text
 
 
-def _index(order: list, value: Any) -> int:
-    return order.index(value) if value in order else len(order)
-
-
-def layer_tables(cells: list[dict], order: dict[str, list]) -> tuple | None:
-    """Table E: rows = number of replaced layers, columns = bottom / top per variant and size."""
-    if len({r["layers"] for r in cells}) < 2:
+def layer_tables(cells: pd.DataFrame, order: dict[str, list]) -> tuple[str, str] | None:
+    """Table E: rows = number of replaced layers, columns = bottom / top per variant and size;
+    then a row per result of another set of layers (not a contiguous bottom or top set)."""
+    if cells.layers.nunique() < 2:
         return None
+    cells = _by_side(cells)
+    cells = cells.assign(text=[_bleu_rel(b, r) for b, r in zip(cells.bleu, cells.relative_bleu)])
     parts = ["## Table E: BLEU (and % of the teacher) by the number of replaced layers", ""]
-    csv_rows = []
-    groups = _order([(r["corpus"], r["direction"], r["split"]) for r in cells], None)
-    groups.sort(key=lambda g: (g[0], _index(order["direction"], g[1]), g[2]))
-    for corpus, direction, split in groups:
-        rows = [
-            r
-            for r in cells
-            if (r["corpus"], r["direction"], r["split"]) == (corpus, direction, split)
-        ]
-        combos = _order([(r["variant"], r["size"]) for r in rows], None)
-        combos.sort(key=lambda c: (_index(order["variant"], c[0]), _index(list(SIZES), c[1])))
-        table: dict[int, dict[tuple, dict]] = {}
-        others = []
-        for r in rows:
-            kind = _layer_kind(r)
-            if kind is None:
-                others.append(r)
-                continue
-            k, kinds = kind
-            for which in kinds:
-                table.setdefault(k, {})[(r["variant"], r["size"], which)] = r
-        headers = ["replaced layers"]
-        for variant, size in combos:
-            headers += [f"{variant} {size} from the bottom", f"{variant} {size} from the top"]
-        md_rows = []
-        for k in sorted(table):
-            line = [str(k)]
-            for variant, size in combos:
-                for which in LAYER_KINDS:
-                    row = table[k].get((variant, size, which))
-                    line.append(_bleu_rel(row) + (f" [{row['layers']}]" if row else ""))
-                    if row:
-                        csv_rows.append(
-                            [corpus, direction, split, variant, size, which, k, row["layers"]]
-                            + [row["bleu"], row.get("relative_bleu"), row.get("teacher_bleu")]
-                        )
-            md_rows.append(line)
-        for r in others:
-            line = [f"layers {r['layers']}"]
-            for variant, size in combos:
-                hit = (r["variant"], r["size"]) == (variant, size)
-                line += [_bleu_rel(r) if hit else "-", "-"]
-            md_rows.append(line)
-            csv_rows.append(
-                [corpus, direction, split, r["variant"], r["size"], "other", None, r["layers"]]
-                + [r["bleu"], r.get("relative_bleu"), r.get("teacher_bleu")]
-            )
-        teacher = next((r["teacher_bleu"] for r in rows if r.get("teacher_bleu") is not None), None)
+    measured = []
+    keys = ["corpus", "direction", "split"]
+    for (corpus, direction, _), rows in _groups(cells, keys, order["direction"]):
+        combos = _order(zip(rows.variant, rows["size"]), None)
+        combos.sort(key=lambda c: (_index(order["variant"], c[0]), _index(SIZES, c[1])))
+        columns = _product(combos, LAYER_KINDS)
+        ranked = rows[rows.side != "other"].drop_duplicates(
+            ["count", "variant", "size", "side"], keep="last"
+        )
+        others = rows[rows.side == "other"]
+        by_count = _pivot(ranked.assign(text=ranked.text + " [" + ranked.layers + "]"), columns)
+        # another set of layers: a row of its own, the result under "from the bottom"
+        by_set = _pivot(others.assign(side="bottom", count=range(len(others))), columns)
+        counts = list(by_count.index)
+        by_count.index = [str(k) for k in counts]
+        by_set.index = [f"layers {layers}" for layers in others.layers]
+        table = pd.concat([by_count, by_set])
+        table.columns = [f"{variant} {size} from the {side}" for variant, size, side in columns]
+        table.insert(0, "replaced layers", table.index)
+        keep = ["count", "variant", "size", "side"]
+        measured += [_in_order(ranked, keep, _product(counts, columns)), others]
         parts += [
-            f"### {corpus} {direction} (teacher BLEU {_num(teacher)})",
+            f"### {corpus} {direction} (teacher BLEU {_teacher_bleu(rows)})",
             "",
-            _md(headers, md_rows),
+            _md(table),
             "",
             _provenance(rows) + " Replaced layers in brackets (0 = the lowest layer).",
             "",
         ]
-    headers = ["corpus", "direction", "split", "variant", "size", "from", "count", "layers"]
-    headers += ["bleu", "relative_bleu", "teacher_bleu"]
-    return "\n".join(parts), _csv(headers, csv_rows)
+    measured = pd.concat(measured).rename(columns={"side": "from"})
+    columns = keys + ["variant", "size", "from", "count", "layers"]
+    return "\n".join(parts), _csv(measured[columns + ["bleu", "relative_bleu", "teacher_bleu"]])
+
+
+def _pivot(rows: pd.DataFrame, columns: list[tuple]) -> pd.DataFrame:
+    """The ``text`` of ``rows`` by ``count`` (rows of the table) and (variant, size, side)
+    (``columns``), '-' where there is none."""
+    columns = pd.MultiIndex.from_tuples(columns)
+    if rows.empty:
+        return pd.DataFrame(index=[], columns=columns)
+    table = rows.pivot_table(
+        index="count", columns=["variant", "size", "side"], values="text", aggfunc="last"
+    )
+    return _grid(table, table.index, columns)
 
 
 def params_table(
@@ -465,13 +389,12 @@ def params_table(
     m = cfg.model
     n = cfg.distill.n
     sizes = sizes or ["XS", "S", "M", "L"]
-    headers = ["method", "replaces", "teacher params replaced (per layer)"] + sizes
     md_rows, csv_rows = [], []
-    extra = set(also or [])
     for key, method in METHODS.items():
-        if not method.paper and key not in extra:
+        if not method.paper and key not in (also or []):
             continue
         replaced = replaced_params(key, m.d_model, m.heads, m.ffn_dim)
+        count = m.encoder_layers if method.site.startswith("encoder") else m.decoder_layers
         line = [f"{method.name.upper()} {SITE_SHORT.get(method.site, method.site)}"]
         line += [method.summary, f"{replaced:,}"]
         for size in sizes:
@@ -480,14 +403,14 @@ def params_table(
             line.append(
                 f"{params:,} ({ratio:,.0f}x)" if ratio >= 1 else f"{params:,} ({ratio:.2f}x)"
             )
-            count = m.encoder_layers if method.site.startswith("encoder") else m.decoder_layers
-            csv_rows.append([key, size, params, replaced, params / replaced, count, params * count])
+            csv_rows.append([key, size, params, replaced, ratio, count, params * count])
         md_rows.append(line)
+    headers = ["method", "replaces", "teacher params replaced (per layer)"] + sizes
     md = "\n".join(
         [
             "## Table D: parameters per replacement network (one layer)",
             "",
-            _md(headers, md_rows),
+            _md(pd.DataFrame(md_rows, columns=headers, dtype=object)),
             "",
             f"Teacher d_model {m.d_model}, {m.heads} heads, FFN {m.ffn_dim}; fixed length "
             f"n = {n}. Counted from the method registry (no runs needed); in brackets: the ratio "
@@ -497,209 +420,157 @@ def params_table(
         ]
     )
     headers = ["method", "size", "params_per_layer", "replaced_per_layer", "ratio", "layers"]
-    return md, _csv(headers + ["params_all_layers"], csv_rows)
+    headers += ["params_all_layers"]
+    return md, _csv(pd.DataFrame(csv_rows, columns=headers, dtype=object))
 
 
-def _flops_text(row: dict) -> str:
-    """Network (and replaced-module) MFLOP per sentence of the hybrid (all its layers)."""
-    model, lengths = row.get("model") or {}, row.get("lengths")
-    if not model or not lengths:
+def _flops_text(row: Any, lengths: tuple[float, float] | None) -> str:
+    """Network (and replaced-module) MFLOP per sentence of the hybrid (all its layers), for a
+    sentence of ``lengths`` (source, target tokens)."""
+    if lengths is None or None in (row.n, row.d_model, row.heads):
         return ""
     network, replaced = 0.0, 0.0
-    for entry in row["replace"].split("+"):
-        count = model["encoder_layers" if entry.startswith("encoder") else "decoder_layers"]
-        chosen = layer_indices(row["layers"])
-        layers = count if chosen is None else len(chosen)
-        size, d, heads = row["size"], model["d_model"], model["heads"]
-        net, rep = inference_flops(entry, size, row["n"], d, heads, *lengths)
-        network += layers * net
-        replaced = None if rep is None or replaced is None else replaced + layers * rep
+    for entry in row.replace.split("+"):
+        layers = _layer_list(row, entry)
+        if layers is None:
+            return ""
+        net, rep = inference_flops(entry, row.size, row.n, row.d_model, row.heads, *lengths)
+        network += len(layers) * net
+        replaced = None if rep is None or replaced is None else replaced + len(layers) * rep
     return f"{network / 1e6:.3g} / " + ("-" if replaced is None else f"{replaced / 1e6:.3g}")
 
 
-def cost_table(cells: list[dict]) -> tuple[str, str] | None:
+def cost_table(cells: pd.DataFrame) -> tuple[str, str] | None:
     """What each hybrid costs at inference: parameters of its replacement networks against
     the teacher modules they replace, and measured greedy decoding speed against the
     teacher's (same machine, same run)."""
-    rows = [r for r in cells if r.get("split", "test") == "test" and r.get("student_params")]
-    if not rows:
+    rows = cells[(cells.split == "test") & cells.student_params.map(bool)]
+    if rows.empty:
         return None
-    headers = [
-        "direction",
-        "replaced",
-        "size",
-        "layers",
-        "network params",
-        "teacher params replaced",
-        "network / replaced MFLOP per sentence",
-        "greedy sent/s (hybrid / teacher)",
-    ]
-    table = []
-    for r in sorted(rows, key=lambda r: (r["direction"], r["variant"], _index(SIZES, r["size"]))):
-        speed = r.get("sentences_per_s")
-        teacher_speed = r.get("teacher_sentences_per_s")
-        table.append(
-            [
-                r["direction"],
-                r["variant"],
-                r["size"],
-                r["layers"],
-                f"{r['student_params']:,}",
-                f"{r['replaced_params']:,}" if r.get("replaced_params") else "",
-                _flops_text(r),
-                f"{speed:.1f} / {teacher_speed:.1f} ({speed / teacher_speed:.2f}x)"
-                if speed and teacher_speed
-                else "",
-            ]
-        )
+    rank = rows["size"].map(lambda size: _index(SIZES, size))
+    rows = rows.assign(rank=rank).sort_values(["direction", "variant", "rank"])  # stable
+    lengths = {run_dir: _mean_lengths(run_dir) for run_dir in set(rows.run_dir)}
+    table = pd.DataFrame(
+        {
+            "direction": rows.direction,
+            "replaced": rows.variant,
+            "size": rows["size"],
+            "layers": rows.layers,
+            "network params": [f"{p:,}" for p in rows.student_params],
+            "teacher params replaced": [f"{p:,}" if p else "" for p in rows.replaced_params],
+            "network / replaced MFLOP per sentence": [
+                _flops_text(row, lengths[row.run_dir]) for row in rows.itertuples(index=False)
+            ],
+            "greedy sent/s (hybrid / teacher)": [
+                f"{speed:.1f} / {teacher:.1f} ({speed / teacher:.2f}x)" if speed and teacher else ""
+                for speed, teacher in zip(rows.sentences_per_s, rows.teacher_sentences_per_s)
+            ],
+        },
+        dtype=object,
+    )
     text = "\n".join(
         [
             "## Inference cost",
             "",
-            _md(headers, table),
+            _md(table),
             "",
             "Parameters of every replacement network of the hybrid, against the teacher "
             "parameters they replace; FLOPs of those networks and of the teacher modules they "
             "replace for a sentence of the training set's mean lengths (2 per multiply-add of "
-            "the matmuls; `attnless.sweep.params.inference_flops`); greedy decoding speed of "
+            "the matmuls; `attnless.params.inference_flops`); greedy decoding speed of "
             "the test set with the hybrid and with the teacher, measured in the same "
             "evaluation.",
         ]
     )
-    return text, _csv(headers, table)
+    return text, _csv(table)
 
 
-def results_csv(cells: list[dict]) -> str:
-    headers = [
-        "cell_id",
-        "corpus",
-        "direction",
-        "variant",
-        "replace",
-        "size",
-        "layers",
-        "split",
-        "test_set",
-        "bleu",
-        "chrf",
-        "teacher_bleu",
-        "relative_bleu",
-        "student_params",
-        "replaced_params",
-        "params_ratio",
-        "teacher_train_seconds",
-        "distill_seconds",
-        "eval_seconds",
-        "seed",
-        "bleu_signature",
-    ]
-    return _csv(headers, [[r.get(h) for h in headers] for r in cells])
+def results_csv(cells: pd.DataFrame) -> str:
+    """Every result of a cell, one row per cell and split."""
+    return _csv(cells[RESULT_COLUMNS])
 
 
 # --------------------------------------------------------------------------- figures
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_open(path, "wb", encoding=None) as handle:
-        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _panels(count: int):
+def _figure(
+    rows: pd.DataFrame,
+    order: dict[str, list],
+    path: Path,
+    draw: Callable[[Any, pd.DataFrame], None],
+    xlabel: str,
+    title: str,
+    line: str,
+) -> None:
+    """One panel per (corpus, direction) of ``rows`` (of their first split), drawn by
+    ``draw(axes, panel_rows)``, with a ``line`` (style) at 100% of the teacher and one legend
+    right of all panels (where it hides no bar or line); saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(count, 4)
-    rows = (count + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[count:]:
+    rows = rows[rows.split == rows.split.iloc[0]]
+    groups = _groups(rows, ["corpus", "direction"], order["direction"])
+    cols = min(len(groups), 4)
+    lines = (len(groups) + cols - 1) // cols
+    fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.4 * lines), squeeze=False)
+    for ax in axes.flat[len(groups) :]:
         ax.set_visible(False)
-    return fig, list(axes.flat)
-
-
-def _legend(fig, ax) -> None:
-    """One legend for all panels, right of them, where it hides no bar or line."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-
-
-def size_figure(cells: list[dict], order: dict[str, list], path: Path) -> bool:
-    """Relative BLEU vs size: one panel per (corpus, direction), one bar group per size."""
-    rows = [r for r in cells if r.get("relative_bleu") is not None]
-    if not rows or len({r["layers"] for r in rows}) > 1:
-        return False
-    split = rows[0]["split"]
-    rows = [r for r in rows if r["split"] == split]
-    groups = _order([(r["corpus"], r["direction"]) for r in rows], None)
-    groups.sort(key=lambda g: (g[0], _index(order["direction"], g[1])))
-    sizes = _order([r["size"] for r in rows], list(SIZES))
-    variants = _order([r["variant"] for r in rows], order["variant"])
-    fig, axes = _panels(len(groups))
-    width = 0.8 / max(len(variants), 1)
-    for ax, (corpus, direction) in zip(axes, groups):
-        for j, variant in enumerate(variants):
-            xs, ys = [], []
-            for i, size in enumerate(sizes):
-                row = next(
-                    (
-                        r
-                        for r in rows
-                        if (r["corpus"], r["direction"], r["variant"], r["size"])
-                        == (corpus, direction, variant, size)
-                    ),
-                    None,
-                )
-                if row is not None:
-                    xs.append(i - 0.4 + width * (j + 0.5))
-                    ys.append(row["relative_bleu"])
-            ax.bar(xs, ys, width=width, label=variant)
-        ax.axhline(100, color="black", linestyle="--", linewidth=0.8)
-        ax.set_xticks(range(len(sizes)), sizes)
+    for ax, ((corpus, direction), panel) in zip(axes.flat, groups):
+        draw(ax, panel)
+        ax.axhline(100, color="black", linestyle=line, linewidth=0.8)
         ax.set_title(f"{corpus} {direction}")
-        ax.set_xlabel("replacement size")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("BLEU, % of the teacher")
-    _legend(fig, axes[0])
-    fig.suptitle(
-        f"Relative BLEU by replacement and size ({rows[0].get('test_set')}, greedy)", y=1.03
-    )
-    _save(fig, path)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title, y=1.03)
+    with atomic_open(path, "wb", encoding=None) as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def size_figure(cells: pd.DataFrame, order: dict[str, list], path: Path) -> bool:
+    """Relative BLEU vs size: one panel per (corpus, direction), one bar group per size."""
+    rows = cells[cells.relative_bleu.notna()]
+    if rows.empty or rows.layers.nunique() > 1:
+        return False
+    sizes = _order(rows["size"], list(SIZES))
+    variants = _order(rows.variant, order["variant"])
+    width = 0.8 / max(len(variants), 1)
+
+    def draw(ax: Any, panel: pd.DataFrame) -> None:
+        panel = panel.drop_duplicates(["variant", "size"])  # the first result of each
+        for j, variant in enumerate(variants):
+            bars = _in_order(panel, ["variant", "size"], _product([variant], sizes))
+            xs = [_index(sizes, size) - 0.4 + width * (j + 0.5) for size in bars["size"]]
+            ax.bar(xs, list(bars.relative_bleu), width=width, label=variant)
+        ax.set_xticks(range(len(sizes)), sizes)
+
+    title = f"Relative BLEU by replacement and size ({rows.test_set.iloc[0]}, greedy)"
+    _figure(rows, order, path, draw, "replacement size", title, line="--")
     return True
 
 
-def layers_figure(cells: list[dict], order: dict[str, list], path: Path) -> bool:
+def layers_figure(cells: pd.DataFrame, order: dict[str, list], path: Path) -> bool:
     """Relative BLEU vs number of replaced layers, from the bottom and from the top."""
-    rows = [r for r in cells if r.get("relative_bleu") is not None and _layer_kind(r)]
-    if len({r["layers"] for r in rows}) < 2:
+    rows = _by_side(cells)
+    rows = rows[rows.relative_bleu.notna() & (rows.side != "other")]
+    if rows.layers.nunique() < 2:
         return False
-    split = rows[0]["split"]
-    rows = [r for r in rows if r["split"] == split]
-    groups = _order([(r["corpus"], r["direction"]) for r in rows], None)
-    groups.sort(key=lambda g: (g[0], _index(order["direction"], g[1])))
-    fig, axes = _panels(len(groups))
-    for ax, (corpus, direction) in zip(axes, groups):
-        mine = [r for r in rows if (r["corpus"], r["direction"]) == (corpus, direction)]
-        for variant, size in _order([(r["variant"], r["size"]) for r in mine], None):
-            for which, style in zip(LAYER_KINDS, ("-o", "--s")):
-                points = sorted(
-                    (_layer_kind(r)[0], r["relative_bleu"])
-                    for r in mine
-                    if (r["variant"], r["size"]) == (variant, size) and which in _layer_kind(r)[1]
-                )
+
+    def draw(ax: Any, panel: pd.DataFrame) -> None:
+        for variant, size in _order(zip(panel.variant, panel["size"]), None):
+            mine = panel[(panel.variant == variant) & (panel["size"] == size)]
+            for side, style in zip(LAYER_KINDS, ("-o", "--s")):
+                at = mine[mine.side == side]
+                points = sorted(zip(at["count"], at.relative_bleu))
                 if points:
-                    ax.plot(*zip(*points), style, label=f"{variant} {size}, from the {which}")
-        ax.axhline(100, color="black", linestyle=":", linewidth=0.8)
-        ax.set_title(f"{corpus} {direction}")
-        ax.set_xlabel("replaced layers")
-        ax.set_ylabel("BLEU, % of the teacher")
-    _legend(fig, axes[0])
-    fig.suptitle(
-        f"Relative BLEU by the number of replaced layers ({rows[0].get('test_set')})", y=1.03
-    )
-    _save(fig, path)
+                    ax.plot(*zip(*points), style, label=f"{variant} {size}, from the {side}")
+
+    title = f"Relative BLEU by the number of replaced layers ({rows.test_set.iloc[0]})"
+    _figure(rows, order, path, draw, "replaced layers", title, line=":")
     return True
 
 
@@ -725,15 +596,15 @@ def report(
         raise FileNotFoundError(
             f"{sweep_dir}: no results.jsonl or spec.yaml; is it a sweep folder?"
         )
-    records = read_results(results, warn=note)
+    rows = _frame(result_rows(read_results(results, warn=note)))
+    cells = rows[rows.kind == "cell"].reset_index(drop=True)
+    teachers = rows[rows.kind == "teacher"].reset_index(drop=True)
     spec = _spec(sweep_dir)
-    cells, teachers = _rows(records)
     grid = spec.get("grid") or {}
+    replace = [v if isinstance(v, list) else [v] for v in grid.get("replace") or []]
     order = {
         "direction": list(grid.get("direction") or []),
-        "variant": [
-            variant_label(v if isinstance(v, list) else [v]) for v in grid.get("replace") or []
-        ],
+        "variant": [variant_label(v) for v in replace],
         "size": [str(size) for size in grid.get("size") or []],
     }
     name = spec.get("name") or sweep_dir.name
@@ -743,7 +614,7 @@ def report(
         "",
         f"Preset {spec.get('preset', '?')}"
         + (f"; overrides: {' '.join(spec['set'])}" if spec.get("set") else "")
-        + f". {len({r['cell_id'] for r in cells})} cells, {len(teachers)} teacher(s)"
+        + f". {cells.cell_id.nunique()} cells, {teachers.teacher_id.nunique()} teacher(s)"
         + f" from {results}. Greedy decoding; BLEU and chrF are sacreBLEU on detokenized text "
         "(scale 0-100); % = BLEU relative to the teacher's on the same test set.",
         "",
@@ -755,19 +626,14 @@ def report(
         sections += [table[0], ""]
         files["teacher_bleu.csv"] = table[1]
     layered = layer_tables(cells, order)
-    if layered:
-        sections += [layered[0], ""]
-        files["layers.csv"] = layered[1]
-    else:
-        sized = size_tables(cells, order)
-        if sized:
-            sections += [sized[0], ""]
-            files["bleu_by_size.csv"] = sized[1]
-    cfg = _model_config(records, spec)
-    used = {r["size"] for r in cells}
-    sizes = [s for s in SIZES if s != "XL" or s in used]
-    used = [e for v in grid.get("replace") or [] for e in (v if isinstance(v, list) else [v])]
-    params_md, params_csv = params_table(cfg, sizes, used)
+    sized = None if layered else size_tables(cells, order)
+    if layered or sized:
+        sections += [(layered or sized)[0], ""]
+        files["layers.csv" if layered else "bleu_by_size.csv"] = (layered or sized)[1]
+    sizes = [s for s in SIZES if s != "XL" or s in set(cells["size"])]
+    params_md, params_csv = params_table(
+        _model_config(rows, spec), sizes, [e for v in replace for e in v]
+    )
     sections += [params_md, ""]
     files["params.csv"] = params_csv
     files["results.csv"] = results_csv(cells)
@@ -782,8 +648,8 @@ def report(
     if costs:
         sections += [costs[0], ""]
         files["inference_cost.csv"] = costs[1]
-    sections += [findings_markdown(cells), ""]
-    if not cells:
+    sections += [findings_markdown(cells.to_dict("records")), ""]
+    if cells.empty:
         sections += ["No finished cells yet; run `attnless sweep` first.", ""]
     markdown = "\n".join(sections)
     for file_name, text in files.items():
@@ -792,8 +658,8 @@ def report(
     return {
         "out": str(out),
         "files": sorted([*files, "report.md", *figures]),
-        "cells": len({r["cell_id"] for r in cells}),
-        "teachers": len(teachers),
+        "cells": cells.cell_id.nunique(),
+        "teachers": teachers.teacher_id.nunique(),
         "warnings": warnings,
         "markdown": markdown,
     }

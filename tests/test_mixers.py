@@ -444,7 +444,7 @@ def test_flops_per_sentence_match_the_flop_counter(key: str) -> None:
 
 def test_teacher_attention_flops() -> None:
     from attnless.model.transformer import SelfAttentionCore
-    from attnless.sweep.params import replaced_flops, student_flops
+    from attnless.params import replaced_flops, student_flops
 
     t, d = 16, 128
     assert SelfAttentionCore(d, 8, 0.0, False).flops(t) == 6 * t * d * d + 4 * t * t * d

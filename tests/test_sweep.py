@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from attnless.cli import app
 from attnless.config import Config, ConfigError
 from attnless.report import params_table, report
+from attnless.results import result_rows
 from attnless.sweep import (
     SpecError,
     Sweep,
@@ -134,6 +135,19 @@ def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
         assert times["distill_seconds"] > 0 and times["eval_seconds"] > 0
         assert times["teacher_train_seconds"] > 0
         assert cell["precision"] in ("bf16", "fp32") and cell["machine"] and cell["commit"]
+    # the report's rows (attnless.results) have every field the sweep is meant to record
+    rows = result_rows(records)
+    assert len(rows) == len(records)  # one evaluation split
+    for row in rows:
+        wanted = ["teacher_id", "corpus", "direction", "test_set", "bleu", "chrf", "run_dir"]
+        wanted += ["bleu_signature"]
+        if row.kind == "cell":
+            wanted += ["cell_id", "variant", "replace", "size", "layers", "seed", "n"]
+            wanted += ["teacher_bleu", "relative_bleu", "student_params", "replaced_params"]
+            wanted += ["params_ratio", "sentences_per_s", "teacher_sentences_per_s"]
+            wanted += ["teacher_train_seconds", "distill_seconds", "eval_seconds"]
+            wanted += ["d_model", "heads", "encoder_layers", "decoder_layers", "config"]
+        assert [k for k in wanted if getattr(row, k) is None] == [], row.kind
     run_dirs = {c["run_dir"] for c in cells}
     assert len(run_dirs) == 1  # one teacher, trained once, shared by every cell
     run_dir = Path(run_dirs.pop())

@@ -53,23 +53,18 @@ shard at a time, and a shard that finds a family locked distils its other famili
 Modules: :mod:`~attnless.sweep.spec` (the spec schema and its validation),
 :mod:`~attnless.sweep.cells` (grid -> cells, ids, shards), :mod:`~attnless.sweep.runner` (the
 :class:`Sweep` that runs them), :mod:`~attnless.sweep.students` (student families on disk),
-:mod:`~attnless.sweep.results` (``results.jsonl``), :mod:`~attnless.sweep.params` (parameter
-counts), :mod:`~attnless.sweep.costs` (time estimates for ``--dry-run`` and the ETA) and
-:mod:`~attnless.sweep.locks`.
+:mod:`~attnless.sweep.results` (the lines of ``results.jsonl``), :mod:`~attnless.sweep.costs`
+(time estimates for ``--dry-run`` and the ETA) and :mod:`~attnless.sweep.locks`. Shared with the
+report, outside the package: :mod:`attnless.results` (reading ``results.jsonl``) and
+:mod:`attnless.params` (parameter and FLOP counts).
 """
 
-from attnless.sweep.cells import (
-    SITE_SHORT,
-    Cell,
-    expand,
-    parse_shard,
-    shard_cells,
-    variant_label,
-)
-from attnless.sweep.params import replaced_params, student_params
-from attnless.sweep.results import read_results
+from attnless.config import resolve_preset
+from attnless.params import replaced_params, student_params
+from attnless.results import SITE_SHORT, read_results, variant_label
+from attnless.sweep.cells import Cell, expand, parse_shard, shard_cells
 from attnless.sweep.runner import Sweep
-from attnless.sweep.spec import Spec, SpecError, load_spec, resolve_preset, spec_from_dict
+from attnless.sweep.spec import Spec, SpecError, load_spec, spec_from_dict
 
 __all__ = [
     "SITE_SHORT",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from attnless import config as config_mod
 from attnless.config import Config
 from attnless.model.sites import ReplacementError
 from attnless.replacement import ALL, Family, LayerSet, Replacement, to_config
+from attnless.results import variant_label
 from attnless.runs import fingerprint
 from attnless.sweep.spec import SWEEP_KEYS, Spec, SpecError
 
@@ -32,7 +32,6 @@ OPERATIONAL = (
     "decode.batch_tokens",
 )
 TEACHER_SECTIONS = ("data", "tokenizer", "model", "train")
-SITE_SHORT = {"encoder.self": "enc self", "decoder.self": "dec self", "decoder.cross": "cross"}
 
 _SAME = object()  # marks a value equal to its default
 
@@ -76,15 +75,6 @@ def teacher_id(cfg: Config) -> str:
     """A hash of everything that defines a teacher: data, tokenizer, model, training, seed."""
     pair = [cfg.data.corpus, cfg.data.src, cfg.data.tgt]
     return fingerprint({"pair": pair, "settings": settings(cfg, TEACHER_SECTIONS)}, 8)
-
-
-def variant_label(replace: Iterable[Replacement | str]) -> str:
-    """``ALR`` for encoder-only variants, else ``ALR dec self + ALR cross`` etc. (``replace``:
-    the variant's replacements, or their ``site=method`` texts as a results file records them)."""
-    parts = [Replacement.of(r) for r in replace]
-    if all(r.site == "encoder.self" for r in parts):
-        return " + ".join(r.method.upper() for r in parts)
-    return " + ".join(f"{r.method.upper()} {SITE_SHORT.get(r.site, r.site)}" for r in parts)
 
 
 def layer_count(cfg: Config, site: str) -> int:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnless.config import Config
+from attnless.params import student_params, student_shape, teacher_params
 from attnless.replacement import Family
 from attnless.rundir import RunDir
 from attnless.runs import read_json
 from attnless.sweep.cells import Cell
-from attnless.sweep.params import student_params, student_shape, teacher_params
 from attnless.sweep.students import family_done, family_folder
 
 # Corpus sizes for estimates before a teacher's run folder exists (then data.json is used).

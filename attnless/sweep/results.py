@@ -1,30 +1,24 @@
-"""A sweep's ``results.jsonl``: reading it, appending to it, and the fields of its records."""
+"""Writing a sweep's ``results.jsonl``: the lines of teachers and cells, appended as they finish.
+
+Reading them back is :mod:`attnless.results` (the report reads them without the sweep).
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from attnless.config import Config
 from attnless.hardware import describe_machine, resolve_device
-from attnless.runs import append_jsonl, git_revision, read_jsonl, versions
+from attnless.results import scores_of
+from attnless.runs import append_jsonl, git_revision, versions
 from attnless.sweep.cells import Cell, Family
 from attnless.sweep.spec import Spec
 
 HOST = socket.gethostname()
-
-# The package's logger, as before the package was split into modules (log lines name it).
-log = logging.getLogger(__package__)
-
-
-def read_results(path: str | Path, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """Records of a results file; a corrupt line is skipped with a warning naming it."""
-    return read_jsonl(path, warn=warn or log.warning)
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
@@ -39,16 +33,6 @@ def append_result(path: Path, record: dict[str, Any]) -> None:
                 finally:
                     os.close(fd)
     append_jsonl(path, record)
-
-
-def _metrics(result: dict[str, Any], hybrid: bool = False) -> dict[str, Any]:
-    """The scores (and, for ``hybrid`` results, the teacher comparison) of one evaluation."""
-    keys = ["split", "test_set", "bleu", "chrf", "bleu_signature", "chrf_signature"]
-    keys += ["sentences", "sentences_per_s"]
-    if hybrid:
-        keys += ["teacher_bleu", "teacher_chrf", "relative_bleu", "teacher_fallback"]
-        keys += ["length_capped"]
-    return {k: result.get(k) for k in keys if k in result}
 
 
 def _config_record(cfg: Config) -> dict[str, Any]:
@@ -94,8 +78,8 @@ def teacher_record(
         "train_seconds": summary["train_seconds"],
         "wall_seconds": wall_seconds,
         "train_wall_seconds": train_wall_seconds,
-        **_metrics(main),
-        "scores": {s: _metrics(v) for s, v in scores.items()},
+        **scores_of(main),
+        "scores": {s: scores_of(v) for s, v in scores.items()},
         "seed": cfg.seed,
         "config": _config_record(cfg),
         "versions": versions(),
@@ -138,11 +122,11 @@ def cell_record(
         "teacher_id": cell.teacher,
         "run_dir": str(cell.teacher_dir),
         "hybrid": main.get("variant"),
-        **_metrics(main),
+        **scores_of(main),
         "teacher_bleu": main.get("teacher_bleu"),
         "teacher_chrf": main.get("teacher_chrf"),
         "relative_bleu": main.get("relative_bleu"),
-        "scores": {r["split"]: _metrics(r, hybrid=True) for r in results},
+        "scores": {r["split"]: scores_of(r, hybrid=True) for r in results},
         "student_params": main.get("student_params"),
         "replaced_params": main.get("replaced_params"),
         "params_ratio": main.get("params_ratio"),

@@ -15,19 +15,14 @@ import yaml
 
 from attnless.config import Config
 from attnless.replacement import Family, LayerSet, Replacement
+from attnless.results import read_results
 from attnless.rundir import RunDir, StudentFolder
 from attnless.runs import write_text
 from attnless.sweep import shipped
 from attnless.sweep.cells import Cell, expand, filter_cells, shard_cells
 from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
 from attnless.sweep.locks import Lock
-from attnless.sweep.results import (
-    append_result,
-    cell_record,
-    read_results,
-    teacher_record,
-    timestamp,
-)
+from attnless.sweep.results import append_result, cell_record, teacher_record, timestamp
 from attnless.sweep.spec import Spec
 from attnless.sweep.students import (
     distill_calls,
@@ -73,7 +68,7 @@ class Sweep:
     # ---------------------------------------------------------------- state
 
     def records(self) -> list[dict[str, Any]]:
-        return read_results(self.results_path)
+        return read_results(self.results_path, warn=log.warning)
 
     def done_ids(self, records: list[dict] | None = None) -> set[str]:
         records = self.records() if records is None else records

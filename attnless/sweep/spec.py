@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from attnless import config as config_mod
-from attnless.config import Config, ConfigError, Text, dotted, error_line
+from attnless.config import Config, ConfigError, Text, dotted, error_line, resolve_preset
 from attnless.model.sites import METHODS, SITES, SIZES, ReplacementError, get_method
 from attnless.replacement import LayerSet, Replacement
 
@@ -48,7 +48,6 @@ SWEEP_KEYS = (
     "eval.layers",
 )
 GRID_CONFIG_KEYS = {"corpus": ("data.corpus",), "direction": ("data.src", "data.tgt")}
-REPO = Path(__file__).resolve().parents[2]
 
 
 class SpecError(ConfigError):
@@ -82,28 +81,6 @@ class Spec:
         """The preset with the overrides; an error names the override or the preset."""
         values = config_mod.read_yaml(self.preset_path)
         return config_mod.from_dict(values, str(self.preset_path), self.overrides)
-
-
-def resolve_preset(preset: str, base_dir: Path | None) -> Path:
-    """A preset name (``paper``) or path: beside the spec, then ./experiments, then the repo's."""
-    given = Path(preset)
-    candidates = []
-    if given.suffix in (".yaml", ".yml") or "/" in preset:
-        candidates.append(given)
-        if base_dir is not None and not given.is_absolute():
-            candidates.append(base_dir / given)
-    else:
-        if base_dir is not None:
-            candidates.append(base_dir / f"{preset}.yaml")
-        candidates += [
-            Path("experiments") / f"{preset}.yaml",
-            REPO / "experiments" / f"{preset}.yaml",
-        ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in dict.fromkeys(candidates))
-    raise SpecError(f"preset {preset!r}: no such preset (looked for {looked})")
 
 
 def _fail(text: str, kind: str = "spec") -> PydanticCustomError:

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attnless.config import Config
+from attnless.params import student_params
 from attnless.replacement import Family
 from attnless.rundir import RunDir, StudentFolder
 from attnless.students import student_settings
 from attnless.sweep.locks import Lock
-from attnless.sweep.params import student_params
 
 # weights, gradients and Adam's two moments in fp32
 BYTES_PER_STUDENT_PARAM = 16
