@@ -37,7 +37,10 @@ def _by_size(rows: list[Row], variant: str, direction: str) -> dict[str, Row]:
 
 
 def _pct(row: Row) -> str:
-    return f"{row['size']} {row['bleu']:.2f} ({row['relative_bleu']:.1f}%)"
+    """``M 37.56 (97.1%)``; the share is left out when no teacher score was recorded."""
+    rel = row.get("relative_bleu")
+    share = "" if rel is None else f" ({rel:.1f}%)"
+    return f"{row['size']} {row['bleu']:.2f}{share}"
 
 
 def rises_and_saturates(rows: list[Row]) -> Finding:

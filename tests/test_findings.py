@@ -68,3 +68,13 @@ def test_alr_best_and_the_decoder_claims() -> None:
     rows[-1] = row("ALR cross", "decoder.cross=alr", "M", 39.0)
     _, _, best, _, cross = findings(rows)
     assert best.verdict == "does not hold" and cross.verdict == "does not hold"
+
+
+def test_rows_without_a_teacher_score() -> None:
+    """A cell scored before its teacher (no relative BLEU) is reported, never a crash."""
+    rows = [alr("XS", 20.0), alr("S", 25.0), alr("M", 37.0)]
+    for r in rows:
+        r["relative_bleu"] = r["teacher_bleu"] = None
+    first, competitive, *_ = findings(rows)
+    assert "XS 20.00, S 25.00, M 37.00" in first.evidence
+    assert competitive.verdict == "not yet measured"
