@@ -60,9 +60,14 @@ def _frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
     return pd.DataFrame([asdict(row) for row in rows], columns=columns, dtype=object)
 
 
-def _mean_lengths(run_dir: str | None) -> tuple[float, float] | None:
-    """Mean source and target subword tokens per training pair of a teacher's run folder."""
-    stats = read_json(Path(run_dir) / "data.json") if run_dir else None
+def _mean_lengths(run_dir: str | None, shipped: Path | None = None) -> tuple[float, float] | None:
+    """Mean source and target subword tokens per training pair of a teacher's run folder, or
+    of the shipped teacher in ``shipped`` (the run folders of a committed ledger are gone on
+    other machines; its shipped teachers are beside it)."""
+    folders = [Path(run_dir)] if run_dir else []
+    folders += [shipped] if shipped is not None else []
+    path = next((f / "data.json" for f in folders if (f / "data.json").is_file()), None)
+    stats = read_json(path) if path else None
     if not isinstance(stats, dict) or not stats.get("train_pairs_kept"):
         return None
     kept = stats["train_pairs_kept"]
@@ -440,16 +445,19 @@ def _flops_text(row: Any, lengths: tuple[float, float] | None) -> str:
     return f"{network / 1e6:.3g} / " + ("-" if replaced is None else f"{replaced / 1e6:.3g}")
 
 
-def cost_table(cells: pd.DataFrame) -> tuple[str, str] | None:
+def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, str] | None:
     """What each hybrid costs at inference: parameters of its replacement networks against
     the teacher modules they replace, and measured greedy decoding speed against the
-    teacher's (same machine, same run)."""
+    teacher's (same machine, same run). ``teachers``: the shipped teachers' folder."""
     rows = cells[(cells.split == "test") & cells.student_params.map(bool)]
     if rows.empty:
         return None
     rank = rows["size"].map(lambda size: _index(SIZES, size))
     rows = rows.assign(rank=rank).sort_values(["direction", "variant", "rank"])  # stable
-    lengths = {run_dir: _mean_lengths(run_dir) for run_dir in set(rows.run_dir)}
+    lengths = {
+        (run_dir, direction): _mean_lengths(run_dir, teachers / direction if teachers else None)
+        for run_dir, direction in set(zip(rows.run_dir, rows.direction))
+    }
     table = pd.DataFrame(
         {
             "direction": rows.direction,
@@ -459,7 +467,8 @@ def cost_table(cells: pd.DataFrame) -> tuple[str, str] | None:
             "network params": [f"{p:,}" for p in rows.student_params],
             "teacher params replaced": [f"{p:,}" if p else "" for p in rows.replaced_params],
             "network / replaced MFLOP per sentence": [
-                _flops_text(row, lengths[row.run_dir]) for row in rows.itertuples(index=False)
+                _flops_text(row, lengths[row.run_dir, row.direction])
+                for row in rows.itertuples(index=False)
             ],
             "greedy sent/s (hybrid / teacher)": [
                 f"{speed:.1f} / {teacher:.1f} ({speed / teacher:.2f}x)" if speed and teacher else ""
@@ -644,7 +653,7 @@ def report(
         figures.append("layers.png")
     if figures:
         sections += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
-    costs = cost_table(cells)
+    costs = cost_table(cells, sweep_dir.parent / "teachers")
     if costs:
         sections += [costs[0], ""]
         files["inference_cost.csv"] = costs[1]

@@ -3,8 +3,10 @@ that reads them without the sweep package."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from attnless.results import ResultRow, result_rows
 from tests.helpers import REPO
@@ -61,3 +63,24 @@ def test_the_report_does_not_import_the_sweep() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert not [m for m in done.stdout.split() if m.startswith("attnless.sweep")]
+
+
+def test_committed_ledger_costs_come_from_the_shipped_teacher(tmp_path: Path) -> None:
+    """A committed ledger's run folders are gone on another machine: the FLOPs per sentence of
+    its inference-cost table come from the shipped teacher's data.json beside it."""
+    import json
+
+    from attnless.report import report
+
+    committed = REPO / "results" / "tables" / "multi30k"
+    sweep = tmp_path / "multi30k" / "encoder"
+    sweep.mkdir(parents=True)
+    lines = (committed / "encoder" / "results.jsonl").read_text().splitlines()
+    records = [{**json.loads(line), "run_dir": str(tmp_path / "gone")} for line in lines]
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    shipped = tmp_path / "multi30k" / "teachers" / "de-en"
+    shipped.mkdir(parents=True)
+    (shipped / "data.json").write_text((committed / "teachers/de-en/data.json").read_text())
+    report(sweep)
+    costs = (sweep / "report" / "inference_cost.csv").read_text().splitlines()[1:]
+    assert costs and all(re.search(r",\d[\d.]* / \d[\d.]*,", row) for row in costs), costs
