@@ -181,6 +181,7 @@ ReplaceOpt = Annotated[
 LayersOpt = Annotated[
     str | None, typer.Option("--layers", "-l", help="Layers to replace: all, 0-5 or 0,2,4.")
 ]
+BeamOpt = Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")]
 
 
 @app.command()
@@ -254,7 +255,7 @@ def evaluate(
         list[str] | None,
         typer.Option("--split", help="Split(s) to score: test, valid. Default: eval.splits."),
     ] = None,
-    beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
+    beam: BeamOpt = None,
     checkpoint: Annotated[
         str | None, typer.Option(help="Teacher checkpoint: best, last or average.")
     ] = None,
@@ -312,7 +313,7 @@ def translate(
         Path | None,
         typer.Option("--output", "-o", help="Write translations here (default: stdout)."),
     ] = None,
-    beam: Annotated[int | None, typer.Option(help="Beam size (1 = greedy).")] = None,
+    beam: BeamOpt = None,
     checkpoint: Annotated[str, typer.Option(help="best, last or average.")] = "best",
     strict: Annotated[
         bool,

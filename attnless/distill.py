@@ -165,13 +165,10 @@ class Distiller:
         self.cfg = cfg
         self.run_dir = prepared.run_dir
         self.run = RunDir(prepared.run_dir)
-        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.runtime.device))
-        self.progress = progress and cfg.distill.progress and self.ctx.is_main
-        if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.runtime.threads or distributed.default_threads(self.ctx))
-        self.dtype = hardware.run_dtype(
-            cfg.runtime.precision, self.run.recorded_precision(), self.device
+        self.ctx, self.device, self.dtype = distributed.setup_run(
+            cfg.runtime, self.run.recorded_precision()
         )
+        self.progress = progress and cfg.distill.progress and self.ctx.is_main
         self.teacher, payload = self.run.load_teacher(cfg.distill.teacher_checkpoint, self.device)
         self.teacher_step = payload["state"]["step"]
         self.teacher_hash = state_fingerprint(payload["model"])

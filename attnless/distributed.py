@@ -24,10 +24,15 @@ import datetime
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from attnless import hardware
+
+if TYPE_CHECKING:
+    from attnless.config import RuntimeConfig
 
 T = TypeVar("T")
 
@@ -87,6 +92,18 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
             f"the process group has {dist.get_world_size()} processes, WORLD_SIZE says {ctx.world}"
         )
     return ctx, device
+
+
+def setup_run(
+    runtime: RuntimeConfig, recorded_precision: str | None
+) -> tuple[Context, torch.device, torch.dtype | None]:
+    """:func:`setup` for training or distillation: also sets the CPU threads (on the CPU) and
+    picks the compute dtype (:func:`attnless.hardware.run_dtype`; ``recorded_precision``: the
+    teacher's). Returns the Context, the device and the dtype."""
+    ctx, device = setup(hardware.resolve_device(runtime.device))
+    if device.type == "cpu":
+        hardware.tune_cpu_runtime(runtime.threads or default_threads(ctx))
+    return ctx, device, hardware.run_dtype(runtime.precision, recorded_precision, device)
 
 
 def _teardown() -> None:

@@ -50,6 +50,15 @@ TEACHER = "teacher"  # the evaluation folder of the best teacher checkpoint
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
+def _run_path(*parts: str, doc: str | None = None) -> property:
+    """A read-only property of :class:`RunDir`: the path ``root / parts[0] / ...``."""
+
+    def get(run: RunDir) -> Path:
+        return run.root.joinpath(*parts)
+
+    return property(get, doc=doc)
+
+
 @dataclass(frozen=True)
 class StudentFolder:
     """``<run>/students/<site>/<method>-<size>/<key>/``: the students (one file per layer) of
@@ -111,17 +120,9 @@ class RunDir:
 
     # ---------------------------------------------------------------- the run's own files
 
-    @property
-    def config_file(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def data_file(self) -> Path:
-        return self.root / "data.json"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.root / "metrics.jsonl"
+    config_file = _run_path("config.yaml")
+    data_file = _run_path("data.json")
+    metrics_file = _run_path("metrics.jsonl")
 
     def record(self, config_text: str) -> None:
         """Write the run's config (YAML text) and the package versions."""
@@ -135,10 +136,9 @@ class RunDir:
 
     # ---------------------------------------------------------------- runtime record
 
-    @property
-    def runtime_file(self) -> Path:
-        """``runtime.json``: the precision the teacher was trained in."""
-        return self.root / "runtime.json"
+    runtime_file = _run_path(
+        "runtime.json", doc="``runtime.json``: the precision the teacher was trained in."
+    )
 
     def record_precision(self, dtype: torch.dtype | None) -> None:
         """Record that this run's teacher is trained in ``dtype`` (None: fp32)."""
@@ -162,9 +162,7 @@ class RunDir:
 
     # ---------------------------------------------------------------- teacher checkpoints
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    checkpoints = _run_path("checkpoints")
 
     def checkpoint(self, which: str) -> Path:
         """``checkpoints/<which>.pt`` (``best``, ``last`` or ``average``)."""
@@ -228,13 +226,8 @@ class RunDir:
 
     # ---------------------------------------------------------------- students
 
-    @property
-    def students(self) -> Path:
-        return self.root / "students"
-
-    @property
-    def student_metrics_file(self) -> Path:
-        return self.students / "metrics.jsonl"
+    students = _run_path("students")
+    student_metrics_file = _run_path("students", "metrics.jsonl")
 
     def family_root(self, family: Family) -> Path:
         """The folder of every student of ``family``, one sub-folder per setting."""
@@ -305,9 +298,7 @@ class RunDir:
 
     # ---------------------------------------------------------------- evaluation
 
-    @property
-    def evaluations(self) -> Path:
-        return self.root / "eval"
+    evaluations = _run_path("eval")
 
     @staticmethod
     def teacher_variant(which: str) -> str:

@@ -152,13 +152,10 @@ class Trainer:
         self.run_dir = prepared.run_dir
         self.run = RunDir(prepared.run_dir)
         self.metrics_path = self.run.metrics_file
-        self.ctx, self.device = distributed.setup(hardware.resolve_device(cfg.runtime.device))
-        self.progress = progress and cfg.train.progress and self.ctx.is_main
-        if self.device.type == "cpu":
-            hardware.tune_cpu_runtime(cfg.runtime.threads or distributed.default_threads(self.ctx))
-        self.dtype = hardware.run_dtype(
-            cfg.runtime.precision, self.run.recorded_precision(), self.device
+        self.ctx, self.device, self.dtype = distributed.setup_run(
+            cfg.runtime, self.run.recorded_precision()
         )
+        self.progress = progress and cfg.train.progress and self.ctx.is_main
         seed_everything(cfg.seed)
         tok = prepared.tokenizer
         self.model = build_model(cfg, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)

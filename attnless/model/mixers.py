@@ -3,7 +3,8 @@ with no length limit.
 
 Each class has the call signature of the teacher module it replaces (see
 :mod:`attnless.model.sites`): a self-attention core ``(x, padding, state=None) -> (B, T, d)``
-or a cross-attention core ``(x, padding, memory, memory_padding, state=None) -> (B, T, d)``.
+or a cross-attention core ``(x, padding, memory, memory_padding, state=None) -> (B, T, d)``
+(:class:`~attnless.model.transformer.CrossAttentionInterface`).
 As for the paper's networks, padded inputs are zeroed before use (a padded token never changes
 any output) and outputs at padded positions are exactly zero. Padding is on the right, as
 everywhere in the toolkit.
@@ -44,7 +45,7 @@ from attnless.model.replacements import (
     _accumulation_dtype,
     _check_length,
 )
-from attnless.model.transformer import IncrementalState, Padding
+from attnless.model.transformer import CrossAttentionInterface, IncrementalState, Memory, Padding
 
 
 def _masked(x: Tensor, keep: Tensor) -> Tensor:
@@ -106,13 +107,10 @@ class TokenMixer(nn.Module):
         heads = u.view(b, length, self.heads, d // self.heads)
         return torch.einsum("kij,bjkc->bikc", weight, heads).reshape(b, weight.size(1), d)
 
-    def _forward(
-        self,
-        x: Tensor,
-        padding: Padding,
-        memory: tuple[Tensor, Padding] | None,
-        state: IncrementalState | None,
+    def attend(
+        self, x: Tensor, padding: Padding, memory: Memory | None, state: IncrementalState | None
     ) -> Tensor:
+        """The output; ``memory`` (encoder output, its padding) with ``cross`` only."""
         b, t, d = x.shape
         cache = state.setdefault(self, {}) if state is not None and self.causal else None
         start = cache.get("position", 0) if cache is not None else 0
@@ -151,24 +149,14 @@ class SelfTokenMixer(TokenMixer):
         super().__init__(n, d_model, heads, hidden, causal=causal)
 
     def forward(self, x: Tensor, padding: Padding, state: IncrementalState | None = None) -> Tensor:
-        return self._forward(x, padding, None, state)
+        return self.attend(x, padding, None, state)
 
 
-class CrossTokenMixer(TokenMixer):
+class CrossTokenMixer(TokenMixer, CrossAttentionInterface):
     """:class:`TokenMixer` at the cross-attention site: mixes ``[encoder ; decoder <= i]``."""
 
     def __init__(self, n: int, d_model: int, heads: int, hidden: int) -> None:
         super().__init__(n, d_model, heads, hidden, causal=True, cross=True)
-
-    def forward(
-        self,
-        x: Tensor,
-        padding: Padding,
-        memory: Tensor,
-        memory_padding: Padding,
-        state: IncrementalState | None = None,
-    ) -> Tensor:
-        return self._forward(x, padding, (memory, memory_padding), state)
 
 
 class ToeplitzMixer(nn.Module):
@@ -324,19 +312,15 @@ class MeanPool(nn.Module):
         return 0
 
 
-class CrossMeanPool(nn.Module):
+class CrossMeanPool(CrossAttentionInterface):
     """Parameter-free cross-attention: the mean of the encoder output over its real positions,
     at every real decoder position (attention with uniform weights, without projections)."""
 
-    def forward(
-        self,
-        x: Tensor,
-        padding: Padding,
-        memory: Tensor,
-        memory_padding: Padding,
-        state: IncrementalState | None = None,
+    def attend(
+        self, x: Tensor, padding: Padding, memory: Memory, state: IncrementalState | None
     ) -> Tensor:
-        mean = _sentence_mean(memory, memory_padding.keep).to(x.dtype)
+        enc, enc_padding = memory
+        mean = _sentence_mean(enc, enc_padding.keep).to(x.dtype)
         return mean * padding.keep[..., None].to(x.dtype)
 
     def flops(self, length: int) -> int:

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnless.model.transformer import IncrementalState, Padding
+from attnless.model.transformer import CrossAttentionInterface, IncrementalState, Memory, Padding
 
 NEGATIVE_SLOPE = 0.01
 LN_EPS = 1e-5
@@ -432,7 +432,7 @@ class CausalFixedLengthFF(_PrefixFF):
         return 4 * length * self.d_model * self.ff.hidden
 
 
-class CrossFixedLengthFF(_PrefixFF):
+class CrossFixedLengthFF(_PrefixFF, CrossAttentionInterface):
     """Cross-attention core replacement (ALR site): ``[enc (n*d) ; dec (n*d)] -> H -> n*d``.
 
     ``causal=True`` (default): output i sees the encoder output and decoder positions <= i, so
@@ -453,17 +453,13 @@ class CrossFixedLengthFF(_PrefixFF):
     def supports_incremental(self) -> bool:
         return self.causal
 
-    def forward(
-        self,
-        x: Tensor,
-        padding: Padding,
-        memory: Tensor,
-        memory_padding: Padding,
-        state: IncrementalState | None = None,
+    def attend(
+        self, x: Tensor, padding: Padding, memory: Memory, state: IncrementalState | None
     ) -> Tensor:
         b, t, d = x.shape
         keep = padding.keep[..., None].to(x.dtype)
-        prefix = (memory, memory_padding.keep)
+        enc, enc_padding = memory
+        prefix = (enc, enc_padding.keep)
         if not self.causal:
             if state is not None:
                 raise RuntimeError(

@@ -11,7 +11,8 @@ Every place the paper cuts the model is a submodule with a stable name:
 
 A core maps the layer-normed input (B, T, d) to the concatenated head outputs (B, T, d), i.e.
 ``softmax(QK^T / sqrt(hd) + mask) V`` with heads laid out head-major per token, before W_O.
-Replacement networks implement the same call signatures (see :mod:`attnless.model.sites`).
+Replacement networks implement the same call signatures (see :mod:`attnless.model.sites`);
+every module called as a cross-attention core is derived from :class:`CrossAttentionInterface`.
 
 Incremental decoding: the decoder accepts a ``state`` dict; each stateful module keeps its own
 entry (keyed by the module itself), so a replacement core can cache whatever it needs. Beam
@@ -21,6 +22,7 @@ search reorders the state with :func:`reorder_state`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,9 @@ class Padding:
         keep = tokens.ne(PAD)
         has_pad = bool((~keep).any()) if keep.device.type == "cpu" else True
         return cls(keep, keep[:, None, None, :] if has_pad else None)
+
+
+Memory = tuple[Tensor, Padding]  # the encoder output (B, S, d) and its padding
 
 
 def reorder_state(state: IncrementalState, order: Tensor) -> None:
@@ -107,15 +112,11 @@ class SelfAttentionCore(nn.Module):
         return 6 * length * d * d + 4 * length * length * d
 
 
-class CrossAttentionCore(nn.Module):
-    """Query projection of the decoder stream, key/value projection of the encoder output."""
-
-    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.q = nn.Linear(d_model, d_model)
-        self.kv = nn.Linear(d_model, 2 * d_model)
+class CrossAttentionInterface(nn.Module):
+    """The call signature of a cross-attention core, shared by the modules called as one (the
+    core, the networks that replace it, the cross-attention sublayer and the decoder layer):
+    ``forward(x, padding, memory, memory_padding, state=None) -> (B, T, d)``, with ``x`` the
+    decoder-side input and ``padding`` its padding. Subclasses implement :meth:`attend`."""
 
     def forward(
         self,
@@ -125,7 +126,30 @@ class CrossAttentionCore(nn.Module):
         memory_padding: Padding,
         state: IncrementalState | None = None,
     ) -> Tensor:
+        return self.attend(x, padding, (memory, memory_padding), state)
+
+    def attend(
+        self, x: Tensor, padding: Padding, memory: Memory, state: IncrementalState | None
+    ) -> Tensor:
+        """:meth:`forward`, with ``memory`` the pair (encoder output, its padding)."""
+        raise NotImplementedError
+
+
+class CrossAttentionCore(CrossAttentionInterface):
+    """Query projection of the decoder stream, key/value projection of the encoder output."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+
+    def attend(
+        self, x: Tensor, padding: Padding, memory: Memory, state: IncrementalState | None
+    ) -> Tensor:
         """``padding`` (of the decoder side) is unused here; replacement networks need it."""
+        enc, enc_padding = memory
         b, t, d = x.shape
         h = self.heads
         q = self.q(x).view(b, t, h, d // h).transpose(1, 2)
@@ -133,12 +157,12 @@ class CrossAttentionCore(nn.Module):
         if cache is not None and "k" in cache:
             k, v = cache["k"], cache["v"]
         else:
-            s = memory.size(1)
-            k, v = self.kv(memory).view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+            s = enc.size(1)
+            k, v = self.kv(enc).view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         p = self.dropout if self.training else 0.0
-        mask = memory_padding.attn_mask
+        mask = enc_padding.attn_mask
         out = attention(q, k, v, mask, dropout_p=p)
         return out.transpose(1, 2).reshape(b, t, d)
 
@@ -168,7 +192,7 @@ class SelfAttentionBlock(nn.Module):
         return x + self.dropout(self.out_proj(self.core(self.norm(x), padding, state)))
 
 
-class CrossAttentionBlock(nn.Module):
+class CrossAttentionBlock(CrossAttentionInterface):
     """``y + Dropout(W_O(core(LN(y), memory)))``: the pre-LN cross-attention sublayer."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -178,15 +202,10 @@ class CrossAttentionBlock(nn.Module):
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(
-        self,
-        y: Tensor,
-        padding: Padding,
-        memory: Tensor,
-        memory_padding: Padding,
-        state: IncrementalState | None = None,
+    def attend(
+        self, y: Tensor, padding: Padding, memory: Memory, state: IncrementalState | None
     ) -> Tensor:
-        attended = self.core(self.norm(y), padding, memory, memory_padding, state)
+        attended = self.core(self.norm(y), padding, *memory, state)
         return y + self.dropout(self.out_proj(attended))
 
 
@@ -218,7 +237,7 @@ class EncoderLayer(nn.Module):
         return self.ffn(self.self_attn(x, padding))
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(CrossAttentionInterface):
     """Causal self-attention, cross-attention and feed-forward sublayers."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -227,16 +246,11 @@ class DecoderLayer(nn.Module):
         self.cross_attn = CrossAttentionBlock(cfg)
         self.ffn = FeedForwardBlock(cfg)
 
-    def forward(
-        self,
-        y: Tensor,
-        padding: Padding,
-        memory: Tensor,
-        memory_padding: Padding,
-        state: IncrementalState | None = None,
+    def attend(
+        self, y: Tensor, padding: Padding, memory: Memory, state: IncrementalState | None
     ) -> Tensor:
         y = self.self_attn(y, padding, state)
-        y = self.cross_attn(y, padding, memory, memory_padding, state)
+        y = self.cross_attn(y, padding, *memory, state)
         return self.ffn(y)
 
 
@@ -263,12 +277,25 @@ class Embedder(nn.Module):
         return self.dropout(x)
 
 
-class Encoder(nn.Module):
-    def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
+class _Stack(nn.Module):
+    """Embedding, ``count`` layers and a final LayerNorm: the encoder's and decoder's shape."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cfg: ModelConfig,
+        layer: Callable[[ModelConfig], nn.Module],
+        count: int,
+    ) -> None:
         super().__init__()
         self.embed = Embedder(vocab_size, cfg)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.layers = nn.ModuleList(layer(cfg) for _ in range(count))
         self.norm = nn.LayerNorm(cfg.d_model)
+
+
+class Encoder(_Stack):
+    def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
+        super().__init__(vocab_size, cfg, EncoderLayer, cfg.encoder_layers)
 
     def forward(self, src: Tensor) -> tuple[Tensor, Padding]:
         padding = Padding.from_tokens(src)
@@ -278,12 +305,9 @@ class Encoder(nn.Module):
         return self.norm(x), padding
 
 
-class Decoder(nn.Module):
+class Decoder(_Stack):
     def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.embed = Embedder(vocab_size, cfg)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
-        self.norm = nn.LayerNorm(cfg.d_model)
+        super().__init__(vocab_size, cfg, DecoderLayer, cfg.decoder_layers)
 
     def forward(
         self,

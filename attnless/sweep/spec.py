@@ -229,25 +229,29 @@ def _spec_error(err: ValidationError, source: str) -> SpecError:
     line naming ``source`` and the key."""
     rank = {"extra_forbidden": 0, "missing": 1}
     error = min(err.errors(), key=lambda e: rank.get(e["type"], 2))
+    return SpecError(f"{source}: {_problem(error)}")
+
+
+def _problem(error: Any) -> str:
+    """What one pydantic ``error`` of a spec means, in the spec's terms (the key first)."""
     loc, kind = tuple(error["loc"]), error["type"]
     where = dotted(loc)
-    if kind == "extra_forbidden" and len(loc) == 1:
-        return SpecError(
-            f"{source}: unknown key {loc[0]!r}; expected one of {', '.join(SPEC_KEYS)}"
-        )
-    if kind == "extra_forbidden":
-        return SpecError(f"{source}: {where}: unknown key; expected one of {', '.join(GRID_KEYS)}")
-    if kind == "missing" and loc == ("grid",):
-        return SpecError(f"{source}: grid: required (a mapping of {', '.join(GRID_KEYS)})")
-    if kind == "missing":
-        return SpecError(f"{source}: {where}: required (e.g. {loc[-1]}: {GRID_EXAMPLES[loc[-1]]})")
-    if kind == "located":
-        return SpecError(f"{source}: {error['msg']}")
-    if kind == "model_type" and loc == ("grid",):
-        return SpecError(f"{source}: grid: expected a mapping with keys {', '.join(GRID_KEYS)}")
-    if kind == "spec":
-        return SpecError(f"{source}: {where}: {error['msg']}")
-    return SpecError(f"{source}: {error_line(error)[1]}")
+    match kind, loc:
+        case "extra_forbidden", (key,):
+            return f"unknown key {key!r}; expected one of {', '.join(SPEC_KEYS)}"
+        case "extra_forbidden", _:
+            return f"{where}: unknown key; expected one of {', '.join(GRID_KEYS)}"
+        case "missing", ("grid",):
+            return f"grid: required (a mapping of {', '.join(GRID_KEYS)})"
+        case "missing", _:
+            return f"{where}: required (e.g. {loc[-1]}: {GRID_EXAMPLES[loc[-1]]})"
+        case "located", _:
+            return error["msg"]
+        case "model_type", ("grid",):
+            return f"grid: expected a mapping with keys {', '.join(GRID_KEYS)}"
+        case "spec", _:
+            return f"{where}: {error['msg']}"
+    return error_line(error)[1]
 
 
 def _plain(value: Any) -> Any:
