@@ -14,7 +14,14 @@ writes into ``<sweep>/report/`` (every file atomically):
   module it replaces, from the method registry (no runs needed);
 - ``results.csv``: every result, one row per cell and split;
 - ``relative_bleu.png`` (relative BLEU vs size, one panel per direction, one bar group per
-  variant) and ``layers.png`` (relative BLEU vs number of replaced layers).
+  variant) and ``layers.png`` (relative BLEU vs number of replaced layers);
+- ``bleu_vs_params.png`` and ``bleu_vs_params.csv`` (what it draws): BLEU vs the parameters of
+  the replacement networks summed over the replaced layers (log scale), when the cells have
+  parameter counts and one set of layers;
+- ``length.csv`` (length generalisation): BLEU per method on test sets whose k consecutive
+  pairs are joined into one (cells with ``test_group`` k > 1), next to k = 1 and the teacher.
+
+Every other table, figure and CSV reads only the ordinary test set (``test_group`` 1).
 
 The results are one pandas DataFrame of :class:`attnless.results.ResultRow` (one row per
 teacher or cell and split); each table is a pivot of it, rendered with ``to_markdown`` and
@@ -385,6 +392,84 @@ def _pivot(rows: pd.DataFrame, columns: list[tuple]) -> pd.DataFrame:
     return _grid(table, table.index, columns)
 
 
+LENGTH_COLUMNS = ["corpus", "direction", "split", "layers", "variant", "size", "test_group"]
+LENGTH_COLUMNS += ["test_set", "sentences", "bleu", "relative_bleu", "teacher_bleu"]
+LENGTH_COLUMNS += ["teacher_fallback"]
+
+
+def fixed_length(replace: str) -> bool:
+    """Whether a result's networks (its ``site=method`` entries joined by "+") include one that
+    reads at most n positions (the registry's ``fixed_length``)."""
+    return any(METHODS[e].fixed_length for e in replace.split("+") if e in METHODS)
+
+
+def length_table(cells: pd.DataFrame, order: dict[str, list]) -> tuple[str, str] | None:
+    """Length generalisation, per (corpus, direction, split, layers) with results on grouped
+    test sets (``test_group`` k > 1): rows the teacher, then each variant and size measured
+    there; columns k (k = 1: its results on the ordinary test set); cells BLEU (% of the
+    teacher on the same grouped text), and for length-capped networks how many sentences the
+    teacher translated (longer than n)."""
+    grouped = cells[cells.test_group > 1]
+    if grouped.empty:
+        return None
+    parts = ["## Length generalisation", ""]
+    measured, capped, lengths, ordinary = [], [], set(), set()
+    keys = ["corpus", "direction", "split", "layers"]
+    for (corpus, direction, _, layers), rows in _groups(cells, keys, order["direction"]):
+        mine = rows[rows.test_group > 1]
+        if mine.empty:
+            continue
+        combos = _order(zip(mine.variant, mine["size"]), None)
+        combos.sort(key=lambda c: (_index(order["variant"], c[0]), _index(SIZES, c[1])))
+        ks = sorted({1, *rows.test_group})
+        first = rows.drop_duplicates(["variant", "size", "test_group"])  # the result shown
+        teacher = ["teacher"] + [_teacher_bleu(rows[rows.test_group == k]) for k in ks]
+        table = [teacher]
+        for variant, size in combos:
+            at = first[(first.variant == variant) & (first["size"] == size)]
+            line = [f"{variant} {size}"]
+            for k in ks:
+                row = at[at.test_group == k]
+                if row.empty:
+                    line.append("-")
+                    continue
+                row = row.iloc[0]
+                text = _bleu_rel(row.bleu, row.relative_bleu)
+                if fixed_length(row["replace"]):
+                    capped.append(variant)
+                    lengths.update({row.n} - {None})
+                    if not pd.isna(row.teacher_fallback) and not pd.isna(row.sentences):
+                        text += f"; fallback: {row.teacher_fallback}/{row.sentences}"
+                line.append(text)
+            table.append(line)
+            measured.append(_in_order(at, ["test_group"], [(k,) for k in ks]))
+        ordinary.update(rows[rows.test_group == 1].test_set.dropna())
+        frame = pd.DataFrame(table, columns=["replaced \\ k"] + [f"k = {k}" for k in ks])
+        parts += [
+            f"### {corpus} {direction}, layers {layers}",
+            "",
+            _md(frame),
+            "",
+            _provenance(rows[rows.test_group.isin(ks)]),
+            "",
+        ]
+    sets = ", ".join(sorted(ordinary)) or "the test set"
+    text = (
+        f"k > 1: each k consecutive pairs of {sets} joined into one, sources and references "
+        "each (a last partial group dropped), so sentences are about k times as long; k = 1 is "
+        "the ordinary test set. Cells: BLEU (% of the teacher's BLEU on the same text)."
+    )
+    if capped:
+        n = "/".join(str(v) for v in sorted(lengths)) or "?"
+        text += (
+            f" Fixed-length networks ({', '.join(_order(capped, None))}; n = {n} subwords) "
+            "hand every sentence longer than n to the teacher (fallback: sentences the "
+            "teacher translated / all), so their BLEU at large k is mostly the teacher's."
+        )
+    parts += [text, ""]
+    return "\n".join(parts), _csv(pd.concat(measured)[LENGTH_COLUMNS])
+
+
 def params_table(
     cfg: Config, sizes: list[str] | None = None, also: list[str] | None = None
 ) -> tuple[str, str]:
@@ -509,11 +594,12 @@ def _figure(
     draw: Callable[[Any, pd.DataFrame], None],
     xlabel: str,
     title: str,
-    line: str,
+    line: str | None,
+    ylabel: str = "BLEU, % of the teacher",
 ) -> None:
     """One panel per (corpus, direction) of ``rows`` (of their first split), drawn by
-    ``draw(axes, panel_rows)``, with a ``line`` (style) at 100% of the teacher and one legend
-    right of all panels (where it hides no bar or line); saved to ``path``."""
+    ``draw(axes, panel_rows)``, with a ``line`` (style; None: none) at 100% of the teacher and
+    one legend right of all panels (where it hides no bar or line); saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -528,10 +614,11 @@ def _figure(
         ax.set_visible(False)
     for ax, ((corpus, direction), panel) in zip(axes.flat, groups):
         draw(ax, panel)
-        ax.axhline(100, color="black", linestyle=line, linewidth=0.8)
+        if line:
+            ax.axhline(100, color="black", linestyle=line, linewidth=0.8)
         ax.set_title(f"{corpus} {direction}")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("BLEU, % of the teacher")
+        ax.set_ylabel(ylabel)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, y=1.03)
@@ -583,6 +670,106 @@ def layers_figure(cells: pd.DataFrame, order: dict[str, list], path: Path) -> bo
     return True
 
 
+PARAMS_COLUMNS = ["corpus", "direction", "split", "layers", "series", "size", "params", "bleu"]
+PARAMS_COLUMNS += ["relative_bleu", "drawn"]
+
+
+def params_data(cells: pd.DataFrame, order: dict[str, list]) -> pd.DataFrame | None:
+    """What the BLEU-vs-parameters figure draws, one row per mark (``drawn``): a ``point`` per
+    result of a network with parameters (``params``: its networks summed over the replaced
+    layers), an ``hline`` per parameter-free variant (0 parameters: not on a log axis; at the
+    mean BLEU of its results, whose sizes are the same network), a ``teacher hline`` at the
+    teacher's BLEU and a ``teacher vline`` per distinct count of teacher parameters the
+    networks replace (summed over the replaced layers). None without parameter counts, or
+    when the sweep varies the layers (the layer figure shows those)."""
+    rows = cells[cells.student_params.notna() & cells.bleu.notna()]
+    if rows.empty or rows.layers.nunique() > 1:
+        return None
+    rows = rows[rows.split == rows.split.iloc[0]].drop_duplicates(["direction", "variant", "size"])
+    marks = []
+    for (corpus, direction), panel in _groups(rows, ["corpus", "direction"], order["direction"]):
+        where = {"corpus": corpus, "direction": direction}
+        where |= {"split": panel.split.iloc[0], "layers": panel.layers.iloc[0]}
+        teacher = next((b for b in panel.teacher_bleu if not pd.isna(b)), None)
+        if teacher is not None:
+            marks.append(where | {"series": "teacher", "bleu": teacher, "drawn": "teacher hline"})
+        for replaced in _order(panel.replaced_params, None):
+            if replaced:
+                by = ", ".join(_order(panel[panel.replaced_params == replaced].variant, None))
+                series = f"teacher params replaced ({by})"
+                marks.append(
+                    where | {"series": series, "params": replaced, "drawn": "teacher vline"}
+                )
+        for variant in _order(panel.variant, order["variant"]):
+            mine = panel[panel.variant == variant]
+            mine = mine.assign(rank=mine["size"].map(lambda size: _index(SIZES, size)))
+            mine = mine.sort_values("rank", kind="stable")
+            free = mine[mine.student_params == 0]
+            if not free.empty:
+                relative = free.relative_bleu.dropna()
+                marks.append(
+                    where
+                    | {"series": variant, "size": "/".join(free["size"]), "params": 0}
+                    | {"bleu": free.bleu.mean(), "drawn": "hline"}
+                    | ({"relative_bleu": relative.mean()} if len(relative) else {})
+                )
+            for row in mine[mine.student_params != 0].itertuples(index=False):
+                marks.append(
+                    where
+                    | {"series": variant, "size": row.size, "params": row.student_params}
+                    | {"bleu": row.bleu, "relative_bleu": row.relative_bleu, "drawn": "point"}
+                )
+    return pd.DataFrame(marks, columns=PARAMS_COLUMNS, dtype=object)
+
+
+def params_figure(cells: pd.DataFrame, order: dict[str, list], path: Path) -> str | None:
+    """BLEU vs the parameters of the replacement networks (log scale), one panel per (corpus,
+    direction): a line through the sizes of each variant, parameter-free variants as dashed
+    horizontal lines, the teacher's BLEU and the teacher parameters replaced for scale. The
+    CSV of what it draws (:func:`params_data`), or None when there is nothing to draw."""
+    data = params_data(cells, order)
+    if data is None or not data.drawn.isin(["point", "hline"]).any():
+        return None
+    methods = data[data.drawn.isin(["point", "hline"])]
+    colors = {series: f"C{i % 10}" for i, series in enumerate(_order(methods.series, None))}
+
+    def draw(ax: Any, panel: pd.DataFrame) -> None:
+        ax.set_xscale("log")
+        for mark in panel[panel.drawn == "teacher vline"].itertuples(index=False):
+            ax.axvline(mark.params, color="gray", linestyle=":", linewidth=1, label=mark.series)
+            where = {"xycoords": ax.get_xaxis_transform(), "textcoords": "offset points"}
+            where |= {"xytext": (2, 0), "rotation": 90, "va": "bottom", "fontsize": 6}
+            ax.annotate(mark.series, (mark.params, 0.02), color="gray", **where)
+        for mark in panel[panel.drawn == "teacher hline"].itertuples(index=False):
+            ax.axhline(mark.bleu, color="black", linewidth=0.8, label="teacher")
+        for series in _order(panel.series, None):
+            points = panel[(panel.series == series) & (panel.drawn == "point")]
+            if not points.empty:
+                xs, ys = list(points.params), list(points.bleu)
+                ax.plot(xs, ys, "-o", color=colors[series], label=series)
+                for x, y, size in zip(xs, ys, points["size"]):
+                    ax.annotate(size, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for mark in panel[panel.drawn == "hline"].itertuples(index=False):
+            label = f"{mark.series} (no parameters)"
+            ax.axhline(mark.bleu, color=colors[mark.series], linestyle="--", label=label)
+            ax.text(
+                0.01,
+                mark.bleu,
+                label,
+                transform=ax.get_yaxis_transform(),
+                fontsize=7,
+                va="bottom",
+                color=colors[mark.series],
+            )
+
+    test_set = cells.test_set.dropna()
+    title = "BLEU by the parameters of the replacement networks"
+    title += f" ({test_set.iloc[0]}, greedy)" if len(test_set) else ""
+    xlabel = "network parameters, summed over the replaced layers (log)"
+    _figure(data, order, path, draw, xlabel, title, line=None, ylabel="BLEU")
+    return _csv(data)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -606,7 +793,10 @@ def report(
             f"{sweep_dir}: no results.jsonl or spec.yaml; is it a sweep folder?"
         )
     rows = _frame(result_rows(read_results(results, warn=note)))
-    cells = rows[rows.kind == "cell"].reset_index(drop=True)
+    every_cell = rows[rows.kind == "cell"].reset_index(drop=True)
+    # the tables, figures and CSVs of the ordinary test set; grouped test sets (test_group > 1)
+    # only in the length table (and the findings about them)
+    cells = every_cell[every_cell.test_group == 1].reset_index(drop=True)
     teachers = rows[rows.kind == "teacher"].reset_index(drop=True)
     spec = _spec(sweep_dir)
     grid = spec.get("grid") or {}
@@ -623,7 +813,7 @@ def report(
         "",
         f"Preset {spec.get('preset', '?')}"
         + (f"; overrides: {' '.join(spec['set'])}" if spec.get("set") else "")
-        + f". {cells.cell_id.nunique()} cells, {teachers.teacher_id.nunique()} teacher(s)"
+        + f". {every_cell.cell_id.nunique()} cells, {teachers.teacher_id.nunique()} teacher(s)"
         + f" from {results}. Greedy decoding; BLEU and chrF are sacreBLEU on detokenized text "
         "(scale 0-100); % = BLEU relative to the teacher's on the same test set.",
         "",
@@ -639,6 +829,10 @@ def report(
     if layered or sized:
         sections += [(layered or sized)[0], ""]
         files["layers.csv" if layered else "bleu_by_size.csv"] = (layered or sized)[1]
+    lengths = length_table(every_cell, order)
+    if lengths:
+        sections += [lengths[0], ""]
+        files["length.csv"] = lengths[1]
     sizes = [s for s in SIZES if s != "XL" or s in set(cells["size"])]
     params_md, params_csv = params_table(
         _model_config(rows, spec), sizes, [e for v in replace for e in v]
@@ -651,14 +845,28 @@ def report(
         figures.append("relative_bleu.png")
     if layers_figure(cells, order, out / "layers.png"):
         figures.append("layers.png")
+    shown = [f"![{f}]({f})" for f in figures]
+    by_params = params_figure(cells, order, out / "bleu_vs_params.png")
+    if by_params:
+        figures.append("bleu_vs_params.png")
+        files["bleu_vs_params.csv"] = by_params
+        shown += [
+            "",
+            "BLEU against the parameters of each hybrid's replacement networks, summed over "
+            "its replaced layers (log scale; sizes marked), next to the teacher's BLEU and the "
+            "teacher parameters those networks replace (dotted); parameter-free networks are "
+            "dashed lines. Data: bleu_vs_params.csv.",
+            "",
+            "![bleu_vs_params.png](bleu_vs_params.png)",
+        ]
     if figures:
-        sections += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+        sections += ["## Figures", ""] + shown + [""]
     costs = cost_table(cells, sweep_dir.parent / "teachers")
     if costs:
         sections += [costs[0], ""]
         files["inference_cost.csv"] = costs[1]
-    sections += [findings_markdown(cells.to_dict("records")), ""]
-    if cells.empty:
+    sections += [findings_markdown(every_cell.to_dict("records")), ""]
+    if every_cell.empty:
         sections += ["No finished cells yet; run `attnless sweep` first.", ""]
     markdown = "\n".join(sections)
     for file_name, text in files.items():
@@ -667,7 +875,7 @@ def report(
     return {
         "out": str(out),
         "files": sorted([*files, "report.md", *figures]),
-        "cells": cells.cell_id.nunique(),
+        "cells": every_cell.cell_id.nunique(),
         "teachers": teachers.teacher_id.nunique(),
         "warnings": warnings,
         "markdown": markdown,

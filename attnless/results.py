@@ -52,6 +52,14 @@ def variant_label(replace: Iterable[Replacement | str]) -> str:
     return " + ".join(f"{r.method.upper()} {SITE_SHORT.get(r.site, r.site)}" for r in parts)
 
 
+def test_group_of(record: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> int:
+    """How many consecutive test pairs a cell's line joined into one (``test_group``, else its
+    config's ``data.test_group``); 1 (the ordinary test set) when it names neither."""
+    data = (config or {}).get("data") or {}
+    value = record.get("test_group", data.get("test_group"))
+    return int(value) if isinstance(value, int | float) and value >= 1 else 1
+
+
 def read_results(path: str | Path, warn: Callable[[str], None] | None = None) -> list[dict]:
     """Records of a results file; a corrupt line is skipped with a warning naming it."""
     return read_jsonl(path, warn=warn or log.warning)
@@ -82,6 +90,12 @@ class ResultRow:
     # the hybrid against its teacher
     teacher_bleu: float | None = None
     relative_bleu: float | None = None  # % of the teacher's BLEU
+    # the test set: each ``test_group`` consecutive pairs joined into one (length tests; 1 =
+    # the ordinary test set), how many sentences it has and how many of them a length-capped
+    # hybrid handed to the teacher (longer than its fixed length n)
+    test_group: int = 1
+    sentences: int | None = None
+    teacher_fallback: int | None = None
     student_params: int | None = None
     replaced_params: int | None = None
     params_ratio: float | None = None
@@ -126,6 +140,8 @@ class ResultRow:
             own = ("bleu_signature",)
             fallback = ("test_set", "bleu", "chrf", "teacher_bleu", "relative_bleu")
             fallback += ("sentences_per_s", "teacher_sentences_per_s")
+            fallback += ("sentences", "teacher_fallback")
+            common["test_group"] = test_group_of(record, config)
         scores = record.get("scores") or {record.get("split", "test"): record}
         return [
             cls(

@@ -78,3 +78,79 @@ def test_rows_without_a_teacher_score() -> None:
     first, competitive, *_ = findings(rows)
     assert "XS 20.00, S 25.00, M 37.00" in first.evidence
     assert competitive.verdict == "not yet measured"
+
+
+# --------------------------------------------------------------------------- beyond the paper
+
+
+def mixer(method: str, size: str, bleu: float, params: int, k: int = 1, **more) -> dict:
+    """A cell of a method of the registry (all 6 encoder layers), ``params`` summed over them,
+    on the test set grouped by ``k`` (the teacher a little weaker on the longer text)."""
+    teacher = TEACHER - (k - 1)
+    line = row(method.upper(), f"encoder.self={method}", size, bleu)
+    line |= {"teacher_bleu": teacher, "relative_bleu": 100 * bleu / teacher}
+    return line | {"student_params": params, "test_group": k} | more
+
+
+def beyond(rows: list[dict]) -> list:
+    found = findings(rows)
+    assert len(found) == 8
+    return found[5:]
+
+
+def test_beyond_findings_only_with_methods_beyond_the_paper() -> None:
+    assert len(findings([alr("M", 37.0)])) == 5
+    needed, keeps, long = beyond([mixer("fnet", "M", 10.0, 0)])
+    assert needed.verdict == keeps.verdict == long.verdict == "not yet measured"
+
+
+def test_learned_mixing_needed() -> None:
+    rows = [mixer("alr", "M", 37.0, 61_569_600), mixer("fnet", "M", 20.0, 0)]
+    needed = beyond(rows)[0]
+    assert needed.verdict == "holds" and "FNET de-en M 20.00 (50.0%)" in needed.evidence
+    assert "42.5 points" in needed.evidence
+    rows[1] = mixer("meanpool", "M", 36.0, 0)
+    assert beyond(rows)[0].verdict == "does not hold"
+    # a grouped test set is not the ordinary one: a parameter-free result there is ignored
+    rows[1] = mixer("meanpool", "M", 36.0, 0, k=4)
+    assert beyond(rows)[0].verdict == "not yet measured"
+
+
+def test_length_free_mixer_keeps_alr() -> None:
+    """The best length-free network (the registry's fixed_length off) against ALR's best size:
+    within 2 BLEU and at most a tenth of its parameters; the fixed-length mixer does not
+    count however good it is."""
+    rows = [mixer("alr", "M", 37.0, 61_569_600), mixer("alr", "XS", 20.0, 2_035_650)]
+    rows += [mixer("toeplitz", "M", 35.5, 301_872), mixer("mixer", "M", 39.0, 323_616)]
+    keeps = beyond(rows)[1]
+    assert keeps.verdict == "holds", keeps.evidence
+    assert "TOEPLITZ M 35.50 (88.8%) with 301,872 parameters" in keeps.evidence
+    assert "1.50 BLEU below ALR, 0.0049x" in keeps.evidence
+    rows[2] = mixer("toeplitz", "M", 34.0, 301_872)
+    assert beyond(rows)[1].verdict == "does not hold"
+    rows[2] = mixer("toeplitz", "M", 36.0, 30_000_000)  # close, but not far fewer parameters
+    assert beyond(rows)[1].verdict == "does not hold"
+    assert beyond(rows[:2] + rows[3:])[1].verdict == "not yet measured"
+
+
+def test_length_free_types_on_long_inputs() -> None:
+    """Relative BLEU at the largest k against k = 1 for length-free types; ALR's share of
+    sentences the teacher translated at the largest k is reported."""
+    rows = [mixer("toeplitz", "M", 36.0, 301_872), mixer("toeplitz", "M", 33.0, 301_872, k=2)]
+    rows += [mixer("toeplitz", "M", 33.0, 301_872, k=4)]  # 90.0% -> 89.2%
+    rows += [mixer("alr", "M", 37.0, 61_569_600)]
+    rows += [mixer("alr", "M", 30.0, 61_569_600, k=4, teacher_fallback=240, sentences=250)]
+    long = beyond(rows)[2]
+    assert long.verdict == "holds", long.evidence
+    assert "TOEPLITZ M de-en: 90.0% at k=1, 89.2% at k=4 (-0.8 points)" in long.evidence
+    assert "ALR M at k=4: 240/250 sentences (96%)" in long.evidence
+    rows[2] = mixer("toeplitz", "M", 25.0, 301_872, k=4)
+    assert beyond(rows)[2].verdict == "does not hold"
+    assert beyond(rows[:1] + rows[3:])[2].verdict == "not yet measured"
+
+
+def test_the_paper_claims_read_the_ordinary_test_set() -> None:
+    """A result on a grouped test set (k > 1) changes none of the paper's claims."""
+    rows = [alr("XS", 20.0), alr("S", 25.0), alr("M", 30.0)]
+    grouped = {**alr("L", 39.0), "test_group": 4}
+    assert [f.evidence for f in findings([*rows, grouped])] == [f.evidence for f in findings(rows)]
