@@ -429,7 +429,7 @@ def sweep(
         typer.Option(
             help="Run only the cells with these grid values, key=value[,value], repeatable: "
             "--only direction=de-en --only size=XS,S (keys: corpus, direction, replace, size, "
-            "layers).",
+            "layers, test_group).",
         ),
     ] = None,
     quiet: QuietOpt = False,
@@ -462,9 +462,10 @@ def sweep(
             "sweep", spec, preset=preset, set_=set_, shard=shard, out=out, runs=runs, quiet=quiet
         )
         _interrupted(kept, resume)
+    copied = f", {counts['copied']} copied from sibling ledgers" if counts.get("copied") else ""
     console.print(
         f"sweep {runner.spec.name}: {counts['evaluated']} cells run, {counts['skipped']} were "
-        f"finished, {counts['busy']} busy elsewhere; results in {runner.results_path}"
+        f"finished{copied}, {counts['busy']} busy elsewhere; results in {runner.results_path}"
     )
 
 

@@ -90,7 +90,16 @@ def _spec(sweep_dir: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as err:
         log.warning("%s: unreadable (%s); rows and columns in order of appearance", path, err)
         return {}
-    return values if isinstance(values, dict) else {}
+    if not isinstance(values, dict):
+        return {}
+    if isinstance(values.get("grid"), list):  # a list of grids: each key's values, in order
+        merged: dict[str, list] = {}
+        for grid in values["grid"]:
+            for key, items in (grid if isinstance(grid, dict) else {}).items():
+                known = merged.setdefault(key, [])
+                known += [v for v in items or [] if v not in known]
+        values["grid"] = merged
+    return values
 
 
 def _model_config(results: pd.DataFrame, spec: dict[str, Any]) -> Config:

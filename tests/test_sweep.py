@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from attnless.cli import app
@@ -425,7 +426,252 @@ def test_cell_ids_are_stable_and_follow_the_settings() -> None:
     )
 
 
+# Before the test_group axis and lists of grids (main at 6f43ee7): a hash of the cell ids of
+# each committed spec, in order (beyond: its first grid), and their teacher ids.
+COMMITTED_IDS = {
+    "beyond": ("fa4d5d678765d537", {"815c29b1"}),
+    "decoder": ("094c0ceb74e89e0e", {"515c91a8", "815c29b1", "99b1f555", "a26e48c2"}),
+    "demo": ("1a5868bcce605743", {"955e827d"}),
+    "encoder": ("0d7b17f697e403e3", {"515c91a8", "815c29b1", "99b1f555", "a26e48c2"}),
+    "layers": ("e25dbf1f9e72afb1", {"515c91a8", "815c29b1", "99b1f555", "a26e48c2"}),
+}
+
+
+def test_committed_specs_keep_their_cell_and_teacher_ids() -> None:
+    """Ledgers are keyed by cell ids: a new grid key or a list of grids must not move them."""
+    import hashlib
+
+    assert {p.stem for p in (REPO / "experiments").glob("*.yaml")} >= set(COMMITTED_IDS)
+    for name, (digest, teachers) in COMMITTED_IDS.items():
+        cells = expand(load_spec(REPO / "experiments" / f"{name}.yaml"))
+        if name == "beyond":
+            cells = cells[:15]  # grid 1, as the spec was; grid 2 adds test_group cells
+        ids = " ".join(c.id for c in cells)
+        assert hashlib.sha1(ids.encode()).hexdigest()[:16] == digest, name
+        assert {c.teacher for c in cells} == teachers, name
+    # the committed ledgers' cells are the specs' cells
+    for name in ("encoder", "layers"):
+        ledger = REPO / "results" / "tables" / "multi30k" / name / "results.jsonl"
+        recorded = {r["cell_id"] for r in read_results(ledger) if r["kind"] == "cell"}
+        assert recorded and recorded <= {
+            c.id for c in expand(load_spec(ledger.parent / "spec.yaml"))
+        }
+
+
+def test_test_group_axis_shares_the_teacher_and_keeps_the_ids_of_k1() -> None:
+    from attnless.evaluate import output_tag
+    from attnless.replacement import Family
+    from attnless.sweep.cells import filter_cells, teacher_id
+    from attnless.sweep.runner import _ungrouped
+    from attnless.sweep.students import family_folder
+
+    plain = _spec(grid_size=["XS", "M"])
+    grouped = _spec(grid_size=["XS", "M"], grid_test_group=[1, 2, 4])
+    before = expand(spec_from_dict(plain, "s.yaml", REPO / "experiments"))
+    spec = spec_from_dict(grouped, "s.yaml", REPO / "experiments")
+    cells = expand(spec)
+    assert [(c.size, c.test_group) for c in cells] == [
+        (size, k) for size in ("XS", "M") for k in (1, 2, 4)
+    ]
+    ones = [c for c in cells if c.test_group == 1]
+    assert [c.id for c in ones] == [c.id for c in before]  # k = 1: the ids without the key
+    assert len({c.id for c in cells}) == 6
+    assert [c.config.data.test_group for c in cells] == [1, 2, 4, 1, 2, 4]
+    assert "test_group" not in ones[0].grid_values() and cells[2].grid_values()["test_group"] == 4
+    assert "groups of" not in ones[0].title() and "groups of 4" in cells[2].title()
+    # evaluation only: one teacher (id and run folder) and the same students for every k
+    assert {c.teacher for c in cells} == {before[0].teacher}
+    assert len({c.teacher_dir for c in cells}) == 1
+    family = Family("encoder.self", "alr", "M")
+    folders = {family_folder(c.config, family, "sha").path for c in cells}
+    assert len(folders) == 1
+    assert teacher_id(cells[2].config) == teacher_id(cells[0].config)
+    for free in ("data.eval_subset=7", "data.test_set=test_2017_mscoco", "data.test_group=3"):
+        other = spec_from_dict(plain, "s.yaml", REPO / "experiments", overrides=[free])
+        assert expand(other)[0].teacher == before[0].teacher, free
+    # the teacher's scores on each grouping are cached apart; the teacher row is of k = 1
+    assert output_tag(cells[0].config, "test") == "test.greedy"
+    assert output_tag(cells[2].config, "test") == "test.group4.greedy"
+    first = _ungrouped(cells[2])
+    assert first.config.data.test_group == 1 and cells[2].config.data.test_group == 4
+    assert first.teacher_dir == cells[2].teacher_dir and first.test_group == 1
+    # --only, and spec.yaml round trips to the same cells
+    assert [c.id for c in filter_cells(cells, ["test_group=2,4"])] == [
+        c.id for c in cells if c.test_group != 1
+    ]
+    with pytest.raises(
+        SpecError, match="--only test_group=3: no cell has it; the sweep has 1, 2, 4"
+    ):
+        filter_cells(cells, ["test_group=3"])
+    again = spec_from_dict(spec.to_dict(), "spec.yaml", REPO / "experiments")
+    assert [c.id for c in expand(again)] == [c.id for c in cells]
+
+
+def test_a_list_of_grids_is_the_union_of_their_cells(tmp_path: Path) -> None:
+    grids = [
+        {"replace": [["encoder.self=alr"]], "size": ["XS", "S"]},
+        {"replace": [["encoder.self=alr"], ["encoder.self=elr"]], "size": ["S", "M"]},
+        {"replace": [["encoder.self=alr"]], "size": ["M"], "test_group": [1, 3]},
+    ]
+    spec = spec_from_dict(
+        {"name": "u", "preset": "paper", "grid": grids}, "u.yaml", REPO / "experiments"
+    )
+    cells = expand(spec)
+    assert [(c.label, c.size, c.test_group) for c in cells] == [
+        ("ALR", "XS", 1),
+        ("ALR", "S", 1),
+        ("ALR", "M", 1),  # ALR S of grid 2 is grid 1's: kept once
+        ("ELR", "S", 1),
+        ("ELR", "M", 1),
+        ("ALR", "M", 3),  # ALR M at k = 1 again: kept once
+    ]
+    assert [c.index for c in cells] == list(range(6))
+    # each cell has the id it has in a single grid
+    for grid in grids:
+        single = expand(
+            spec_from_dict(
+                {"name": "u", "preset": "paper", "grid": grid}, "u.yaml", REPO / "experiments"
+            )
+        )
+        assert {c.id for c in single} <= {c.id for c in cells}
+    written = spec.to_dict()
+    assert isinstance(written["grid"], list) and len(written["grid"]) == 3
+    assert written["grid"][2]["test_group"] == [1, 3]
+    again = spec_from_dict(
+        yaml.safe_load(yaml.safe_dump(written)), "spec.yaml", REPO / "experiments"
+    )
+    assert [c.id for c in expand(again)] == [c.id for c in cells]
+    one = spec_from_dict(_spec(), "s.yaml", REPO / "experiments")
+    assert isinstance(one.to_dict()["grid"], dict)  # a single grid stays a mapping
+    # the report orders by the grids' values together
+    from attnless.report import _spec as report_spec
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(written))
+    merged = report_spec(tmp_path)["grid"]
+    assert merged["size"] == ["XS", "S", "M"] and merged["test_group"] == [1, 3]
+    assert merged["replace"] == [["encoder.self=alr"], ["encoder.self=elr"]]
+
+
+def _fake_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Teachers, students and evaluations that only record which cells asked for them."""
+    import attnless.evaluate
+    from attnless.sweep import runner
+
+    calls: dict[str, list[str]] = {"teacher": [], "students": [], "evaluate": []}
+
+    def teacher(self, cell):
+        calls["teacher"].append(cell.id)
+        return {"kind": "teacher", "train_seconds": 1.0}
+
+    def students(self, group, teacher):
+        calls["students"] += [c.id for c in group]
+        return {}
+
+    def evaluate(cfg, progress=False, replacements=(), layers=None):
+        calls["evaluate"].append(f"{replacements[0]}/{layers}/{cfg.data.test_group}")
+        return [{"split": "test", "test_set": "t", "bleu": 20.0, "chrf": 40.0}]
+
+    monkeypatch.setattr(runner.Sweep, "_ensure_teacher", teacher)
+    monkeypatch.setattr(runner.Sweep, "_ensure_students", students)
+    monkeypatch.setattr(attnless.evaluate, "evaluate", evaluate)
+    return calls
+
+
+def test_cells_in_a_sibling_ledger_are_copied_not_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fake_work(monkeypatch)
+    spec = load_spec(_six_cells(tmp_path, "mine"))
+    tables = tmp_path / "tables"
+    out = tables / "mine"
+    said: list[str] = []
+    sweep = Sweep(spec, out, progress=False, say=said.append)
+    cells = sweep.cells
+    # a sibling ledger (another table of the corpus) with cell 1 finished, cell 3 copied there
+    # from elsewhere, a teacher line and a torn line; a ledger two levels down is no sibling
+    sibling = tables / "other" / "results.jsonl"
+    sibling.parent.mkdir(parents=True)
+    found = {"kind": "cell", "cell_id": cells[1].id, "sweep": "other", "index": 7, "bleu": 31.5}
+    copy = {"kind": "cell", "cell_id": cells[3].id, "sweep": "other", "copied_from": "x", "bleu": 1}
+    lines = [{"kind": "teacher", "teacher_id": cells[0].teacher}, found, copy]
+    sibling.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"kind": "cell", "ce')
+    deeper = tables / "a" / "b" / "results.jsonl"
+    deeper.parent.mkdir(parents=True)
+    deeper.write_text(json.dumps({"kind": "cell", "cell_id": cells[2].id, "bleu": 2}) + "\n")
+
+    dry = sweep.dry_run()
+    rows = {
+        line.split()[1]: line.split()[2] for line in dry.splitlines() if line[:4].strip().isdigit()
+    }
+    assert rows == {c.id: "copied" if c.index in (1, 3) else "pending" for c in cells}
+    assert (
+        "done 0/6, 2 to copy from sibling ledgers; to do:" in dry and "4 cells to evaluate" in dry
+    )
+    assert all(line.split()[-1] == "-" for line in dry.splitlines() if " copied " in line)
+    assert not out.exists()  # a dry run writes nothing
+
+    counts = sweep.run()
+    assert counts == {"cells": 6, "skipped": 0, "evaluated": 4, "copied": 2, "busy": 0}
+    assert "0 finished (skipped), 2 to copy from sibling ledgers, 4 to run;" in said[0]
+    computed = [c.id for c in cells if c.index not in (1, 3)]
+    assert calls["students"] == computed and len(calls["evaluate"]) == 4
+    records = read_results(out / "results.jsonl")
+    by_id = {r["cell_id"]: r for r in records if r["kind"] == "cell"}
+    assert sorted(by_id) == sorted(c.id for c in cells) and len(records) == 6
+    assert by_id[cells[1].id] == {**found, "sweep": "mine", "index": 1, "copied_from": str(sibling)}
+    assert by_id[cells[3].id]["copied_from"] == str(sibling) and by_id[cells[3].id]["bleu"] == 1
+    assert all(
+        "copied_from" not in by_id[cid] and by_id[cid]["test_group"] == 1 for cid in computed
+    )
+    assert f"cell {cells[1].id} ({cells[1].title()}): copied from {sibling}" in said
+
+    # run again: everything is in this ledger now; nothing copied twice, nothing computed
+    again = Sweep(spec, out, progress=False, say=said.append).run()
+    assert again["skipped"] == 6 and again["copied"] == 0 and len(calls["evaluate"]) == 4
+
+    # a sweep whose every cell a sibling holds needs no teacher: nothing is trained
+    calls["teacher"].clear()
+    copier = Sweep(spec, tables / "copier", progress=False, say=said.append)
+    assert "done 0/6, 6 to copy" in copier.dry_run() and "0 cells to evaluate" in copier.dry_run()
+    assert copier.run()["copied"] == 6 and calls["teacher"] == [] and len(calls["evaluate"]) == 4
+    copied = read_results(tables / "copier" / "results.jsonl")
+    assert [r["kind"] for r in copied] == ["cell"] * 6
+    # from the first ledger (mine < other) that computed them; a copy only if none did
+    sources = {r["cell_id"]: r["copied_from"] for r in copied}
+    assert sources[cells[0].id] == str(out / "results.jsonl")
+    assert sources[cells[1].id] == str(sibling)  # mine only holds a copy
+    assert sources[cells[3].id] == str(out / "results.jsonl")  # both hold copies
+
+
+def test_grouped_cells_share_teacher_and_students_and_are_evaluated_grouped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fake_work(monkeypatch)
+    path = tmp_path / "g.yaml"
+    grid = {"replace": [["encoder.self=alr"]], "size": ["XS"], "test_group": [1, 4]}
+    path.write_text(json.dumps({"name": "g", "preset": str(SMOKE), "grid": grid, "set": TINY}))
+    sweep = Sweep(load_spec(path), tmp_path / "t" / "g", progress=False, say=lambda text: None)
+    dry = sweep.dry_run()
+    header = next(line for line in dry.splitlines() if line.strip().startswith("#"))
+    assert header.split()[-2:] == ["group", "est."] and dry.count(" pending ") == 2
+    assert sweep.run()["evaluated"] == 2
+    assert calls["evaluate"] == ["encoder.self=alr:XS/all/1", "encoder.self=alr:XS/all/4"]
+    assert len(calls["teacher"]) == 1  # one teacher folder for both
+    records = read_results(tmp_path / "t" / "g" / "results.jsonl")
+    assert [r["test_group"] for r in records] == [1, 4]
+    filtered = Sweep(load_spec(path), tmp_path / "t" / "h", only=["test_group=4"])
+    assert [c.test_group for c in filtered.mine] == [4]
+
+
 # --------------------------------------------------------------------------- bad input
+
+
+def _grids(second: dict) -> dict:
+    """A spec with two grids, the second changed by ``second`` (None: key removed)."""
+    grids = [{"replace": [["encoder.self=alr"]], "size": ["M"]} for _ in range(2)]
+    grids[1].update(second)
+    grids[1] = {k: v for k, v in grids[1].items() if v is not None}
+    return {"name": "t", "preset": "paper", "grid": grids}
 
 
 def _spec(**changes) -> dict:
@@ -462,6 +708,20 @@ def _spec(**changes) -> dict:
         (_spec(), ["model.d_modell=3"], "unknown key model.d_modell"),
         (_spec(preset="nope"), [], "preset 'nope': no such preset"),
         (_spec(name="a b"), [], "must be a folder name"),
+        (_spec(grid_test_group=[0]), [], "grid.test_group: 0 is not a positive whole number"),
+        (_spec(grid_test_group=["2"]), [], "grid.test_group: '2' is not a positive"),
+        (_spec(grid_test_group=[True]), [], "grid.test_group: True is not a positive"),
+        (_spec(grid_test_group=2), [], r"grid.test_group: expected a list, e.g. \[1, 2, 3, 4\]"),
+        (_spec(grid_test_group=[2, 2]), [], "grid.test_group: 2 is listed twice"),
+        (_spec(grid_test_group=[2]), ["data.test_group=3"], "grid.test_group sets it"),
+        (_spec(grid=[]), [], "grid: expected a mapping .* or a non-empty list"),
+        (_spec(grid=[{"replace": ["encoder.self=alr"], "size": ["M"]}, 3]), [], r"grid\[1\]: "),
+        (_grids({"size": ["XXL"]}), [], r"grid\[1\].size: unknown size 'XXL'"),
+        (_grids({"sizes": ["M"]}), [], r"grid\[1\].sizes: unknown key; expected one of"),
+        (_grids({"size": None}), [], r"grid\[1\].size: required"),
+        (_grids({"layers": ["0..5"]}), [], r"grid\[1\].layers '0..5': expected all"),
+        (_grids({"layers": ["0-1", "0,1"]}), [], r"grid\[1\].layers: two entries"),
+        (_grids({"direction": ["de-en"]}), ["data.src=fr"], "data.src cannot be overridden"),
     ],
 )
 def test_bad_specs_name_the_key_and_the_expected_values(spec, overrides, message) -> None:
@@ -742,9 +1002,23 @@ def test_beyond_spec_dry_run_and_parameter_table(tmp_path: Path) -> None:
         app, ["sweep", "experiments/beyond.yaml", "--dry-run", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "sweep beyond: 15 cells, preset paper" in result.output
-    assert result.output.count(" pending ") == 15
+    assert "sweep beyond: 30 cells, preset paper" in result.output
+    assert result.output.count(" pending ") == 30
+    # grid 2 (test pairs joined 2, 3, 4 at a time) tests grid 1's M students
     assert "15 student families (90 students)" in result.output
+    # beside the committed encoder table, its ALR XS/S/M de-en lines are copied
+    tables = tmp_path / "tables"
+    (tables / "encoder").mkdir(parents=True)
+    shutil.copy(REPO / "results/tables/multi30k/encoder/results.jsonl", tables / "encoder")
+    beside = CliRunner().invoke(
+        app, ["sweep", "experiments/beyond.yaml", "--dry-run", "--out", str(tables / "beyond")]
+    )
+    assert beside.exit_code == 0, beside.output
+    copied = [line.split() for line in beside.output.splitlines() if " copied " in line]
+    assert [(row[5], row[6], row[8]) for row in copied] == [
+        ("encoder.self=alr", size, "1") for size in ("XS", "S", "M")
+    ]
+    assert beside.output.count(" pending ") == 27
     md, csv_text = params_table(
         Config(), ["XS", "S", "M"], ["encoder.self=mixer", "encoder.self=fnet"]
     )

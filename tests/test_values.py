@@ -54,8 +54,11 @@ def test_the_spec_layer_sets_are_canonical() -> None:
         values = yaml.safe_load(path.read_text())
         if isinstance(values, dict) and "grid" in values:
             spec = load_spec(path)
-            written = [str(v).replace(" ", "") for v in values["grid"].get("layers", [])]
-            assert [str(v) for v in spec.grid.get("layers", [])] == written, path
+            grids = values["grid"] if isinstance(values["grid"], list) else [values["grid"]]
+            assert len(spec.grids) == len(grids), path
+            for grid, parsed in zip(grids, spec.grids):
+                written = [str(v).replace(" ", "") for v in grid.get("layers", [])]
+                assert [str(v) for v in parsed.get("layers", [])] == written, path
 
 
 def test_replacements_parse_once_and_print_canonically() -> None:

@@ -13,7 +13,11 @@ settings) and a grid::
         - [encoder.self=alr, decoder.self=alr]
       size: [XS, S, M, L]         # required
       layers: [all]               # optional; all | 0-5 | 0,2,4 (default: all)
+      test_group: [1]             # optional; k > 1: test pairs joined k at a time (default: 1)
     set: []                       # --set overrides applied to every cell
+
+``grid`` may also be a list of such mappings: the cells are the union of their cells, in order
+(a cell of an earlier grid once).
 
 A **cell** is one combination of the grid values. Its id is a hash of its grid values and of
 every setting that is not at its default in the resolved config (so a different preset or
@@ -39,9 +43,11 @@ distillation settings, or of a retrained teacher, live in other folders and are 
 Running. Cells are grouped by teacher. Per teacher: train it (a no-op when trained) and score
 it, under the teacher's lock; distil the students of all its pending cells together, one
 ``distill`` call per distinct layer set (usually one), so teacher passes are shared; then
-evaluate each cell and append its line to ``results.jsonl``. Re-running skips cells that have a
-line; teacher training and distillation resume from their checkpoints, so a killed sweep loses
-at most the cell being evaluated (and the unfinished epoch of a teacher or student).
+evaluate each cell and append its line to ``results.jsonl``. A cell that a sibling ledger
+(``<out>/../*/results.jsonl``, e.g. another table of the corpus) holds is copied from it, with
+``copied_from``, instead of computed. Re-running skips cells that have a line; teacher training
+and distillation resume from their checkpoints, so a killed sweep loses at most the cell being
+evaluated (and the unfinished epoch of a teacher or student).
 
 Sharding. ``--shard i/n`` takes cells i, i+n, i+2n, ... (0-based). Cells are ordered with the
 teacher (corpus, direction) varying fastest, so when n divides the number of teachers each

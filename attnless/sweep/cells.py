@@ -12,6 +12,7 @@ from typing import Any
 from attnless import config as config_mod
 from attnless.config import Config
 from attnless.model.sites import ReplacementError
+from attnless.prepare import FREE_KEYS
 from attnless.replacement import ALL, Family, LayerSet, Replacement, to_config
 from attnless.results import variant_label
 from attnless.runs import fingerprint
@@ -61,9 +62,12 @@ def _drop(values: dict[str, Any], keys: tuple[str, ...] | set[str]) -> dict[str,
     return out
 
 
-def settings(cfg: Config, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The non-default, non-operational settings of ``cfg`` (optionally only some sections)."""
-    values = _drop(cfg.to_dict(), {"runtime", *OPERATIONAL, *SWEEP_KEYS})
+def settings(
+    cfg: Config, sections: tuple[str, ...] | None = None, drop: tuple[str, ...] | set[str] = ()
+) -> dict[str, Any]:
+    """The non-default, non-operational settings of ``cfg`` (optionally only some sections,
+    without the dotted keys ``drop``)."""
+    values = _drop(cfg.to_dict(), {"runtime", *OPERATIONAL, *SWEEP_KEYS, *drop})
     defaults = Config().to_dict()
     if sections is not None:
         values = {k: v for k, v in values.items() if k in sections or k == "seed"}
@@ -72,9 +76,12 @@ def settings(cfg: Config, sections: tuple[str, ...] | None = None) -> dict[str, 
 
 
 def teacher_id(cfg: Config) -> str:
-    """A hash of everything that defines a teacher: data, tokenizer, model, training, seed."""
+    """A hash of everything that defines a teacher: data, tokenizer, model, training, seed;
+    not what is evaluated (:data:`attnless.prepare.FREE_KEYS`: the test set, its grouping and
+    subset), so cells that only test differently share the teacher and its students."""
     pair = [cfg.data.corpus, cfg.data.src, cfg.data.tgt]
-    return fingerprint({"pair": pair, "settings": settings(cfg, TEACHER_SECTIONS)}, 8)
+    values = settings(cfg, TEACHER_SECTIONS, FREE_KEYS)
+    return fingerprint({"pair": pair, "settings": values}, 8)
 
 
 def layer_count(cfg: Config, site: str) -> int:
@@ -95,6 +102,7 @@ class Cell:
     layers: LayerSet
     teacher: str  # teacher id
     config: Config = field(repr=False, compare=False)
+    test_group: int = 1  # data.test_group: the test split's pairs joined k at a time
 
     @property
     def replacements(self) -> tuple[Replacement, ...]:
@@ -115,13 +123,18 @@ class Cell:
         return self.config.run_dir()
 
     def grid_values(self) -> dict[str, Any]:
-        return {
+        """The cell's grid values (``test_group`` only when not 1, so cells without grouping
+        keep the ids they had before the key existed)."""
+        values = {
             "corpus": self.corpus,
             "direction": self.direction,
             "replace": [r.key for r in self.replace],
             "size": self.size,
             "layers": str(self.layers),
         }
+        if self.test_group != 1:
+            values["test_group"] = self.test_group
+        return values
 
     def families(self) -> dict[Family, list[int]]:
         """(site, method, size) -> the layers this cell needs students for."""
@@ -132,44 +145,53 @@ class Cell:
         }
 
     def title(self) -> str:
-        return f"{self.corpus} {self.direction} {self.label} {self.size} layers {self.layers}"
+        text = f"{self.corpus} {self.direction} {self.label} {self.size} layers {self.layers}"
+        if self.test_group != 1:
+            text += f", test pairs in groups of {self.test_group}"
+        return text
 
 
 def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
-    """All cells of ``spec``, teacher (corpus, direction) varying fastest; ids are stable."""
+    """All cells of ``spec``, teacher (corpus, direction) varying fastest; ids are stable. A
+    list of grids gives the cells of each grid in turn, a cell an earlier grid has (same id)
+    once."""
     base_values = spec.base_values()
     base = config_mod.from_dict(base_values, str(spec.preset_path))
-    grid = spec.grid
-    corpora = grid.get("corpus") or [base.data.corpus]
-    directions = grid.get("direction") or [f"{base.data.src}-{base.data.tgt}"]
-    layer_values = grid.get("layers") or [ALL]
     preset_name = base.name
     cells: list[Cell] = []
-    combos = itertools.product(grid["replace"], grid["size"], layer_values, corpora, directions)
-    for replace, size, layers, corpus, direction in combos:
-        src, tgt = direction.split("-")
-        values = copy.deepcopy(base_values)
-        data = values.setdefault("data", {})
-        data.update({"corpus": corpus, "src": src, "tgt": tgt})
-        cfg = config_mod.from_dict(values, f"{spec.source} (cell {direction})")
-        for r in replace:
-            try:
-                layers.resolve(layer_count(cfg, r.site))
-            except ReplacementError as err:
-                raise SpecError(f"{spec.source}: grid.layers: {str(layers)!r}: {err}") from None
-        tid = teacher_id(cfg)
-        cfg.name = f"{preset_name}-{tid}"
-        cfg.run_root = str(runs)
-        cfg.dir = None
-        cell = Cell(len(cells), "", corpus, direction, replace, size, layers, tid, cfg)
-        to_config(cfg.distill, cell.replacements, layers)  # the config a results line records
-        to_config(cfg.eval, cell.replacements, layers)
-        # the id hashes the grid values as text (the spec's spelling, canonical for layers)
-        cell.id = fingerprint({**cell.grid_values(), "settings": settings(cfg)})
-        cells.append(cell)
-    ids = [c.id for c in cells]
-    if len(set(ids)) != len(ids):  # pragma: no cover - the grid rejects duplicates
-        raise SpecError(f"{spec.source}: two cells have the same content")
+    seen: set[str] = set()
+    for i, grid in enumerate(spec.grids):
+        where = f"{spec.source}: grid[{i}]" if spec.listed else f"{spec.source}: grid"
+        corpora = grid.get("corpus") or [base.data.corpus]
+        directions = grid.get("direction") or [f"{base.data.src}-{base.data.tgt}"]
+        layer_values = grid.get("layers") or [ALL]
+        groups = grid.get("test_group") or [base.data.test_group]
+        combos = itertools.product(
+            grid["replace"], grid["size"], layer_values, groups, corpora, directions
+        )
+        for replace, size, layers, group, corpus, direction in combos:
+            src, tgt = direction.split("-")
+            values = copy.deepcopy(base_values)
+            data = values.setdefault("data", {})
+            data.update({"corpus": corpus, "src": src, "tgt": tgt, "test_group": group})
+            cfg = config_mod.from_dict(values, f"{spec.source} (cell {direction})")
+            for r in replace:
+                try:
+                    layers.resolve(layer_count(cfg, r.site))
+                except ReplacementError as err:
+                    raise SpecError(f"{where}.layers: {str(layers)!r}: {err}") from None
+            tid = teacher_id(cfg)
+            cfg.name = f"{preset_name}-{tid}"
+            cfg.run_root = str(runs)
+            cfg.dir = None
+            cell = Cell(len(cells), "", corpus, direction, replace, size, layers, tid, cfg, group)
+            to_config(cfg.distill, cell.replacements, layers)  # the config a results line records
+            to_config(cfg.eval, cell.replacements, layers)
+            # the id hashes the grid values as text (the spec's spelling, canonical for layers)
+            cell.id = fingerprint({**cell.grid_values(), "settings": settings(cfg)})
+            if cell.id not in seen:  # a cell of an earlier grid: kept once, where it came first
+                seen.add(cell.id)
+                cells.append(cell)
     return cells
 
 
@@ -192,12 +214,12 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     return [c for c in cells if c.index % n == i]
 
 
-FILTER_KEYS = ("corpus", "direction", "replace", "size", "layers")
+FILTER_KEYS = ("corpus", "direction", "replace", "size", "layers", "test_group")
 
 
 def filter_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
     """The cells matching every ``key=value[,value]`` of ``only`` (keys: corpus, direction,
-    replace, size, layers; ``replace`` values join a variant's entries with ``+``, e.g.
+    replace, size, layers, test_group; ``replace`` values join a variant's entries with ``+``, e.g.
     ``replace=encoder.self=alr``). Cell ids do not change, so a filtered run fills the same
     ledger as the whole sweep."""
     wanted: dict[str, set[str]] = {}
@@ -213,6 +235,8 @@ def filter_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
 
     if "layers" in wanted:  # any spelling of the cells' layer sets
         wanted["layers"] = {str(LayerSet.parse(v, "--only layers")) for v in wanted["layers"]}
+    if "test_group" in wanted:  # 02 is 2
+        wanted["test_group"] = {str(int(v)) if v.isdigit() else v for v in wanted["test_group"]}
 
     def value(cell: Cell, key: str) -> str:
         return cell.variant if key == "replace" else str(getattr(cell, key))

@@ -118,6 +118,7 @@ def cell_record(
         "preset": spec.preset,
         "index": cell.index,
         **cell.grid_values(),
+        "test_group": cell.test_group,  # always (grid_values has it only when not 1)
         "variant": cell.label,
         "teacher_id": cell.teacher,
         "run_dir": str(cell.teacher_dir),

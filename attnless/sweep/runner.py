@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -84,16 +85,72 @@ class Sweep:
     def cost_model(self) -> CostModel:
         return CostModel.for_machine(self.cells[0].config.runtime.device if self.cells else "auto")
 
-    def plan(self, model: CostModel | None = None) -> Plan:
+    def plan(
+        self, model: CostModel | None = None, copies: dict[str, tuple[dict, Path]] | None = None
+    ) -> Plan:
+        """The work left: the cells of this shard neither in the ledger nor to be copied from a
+        sibling ledger (``copies``, default :meth:`copies`)."""
         records = self.records()
         model = model or self.cost_model()
-        return make_plan(self.mine, self.done_ids(records), self.teacher_steps(records), model)
+        done = self.done_ids(records)
+        copies = self.copies(done) if copies is None else copies
+        return make_plan(self.mine, done | set(copies), self.teacher_steps(records), model)
+
+    # ---------------------------------------------------------------- sibling ledgers
+
+    def sibling_ledgers(self) -> list[Path]:
+        """The ledgers beside this one (``<out>/../*/results.jsonl``: the other tables of the
+        corpus), in name order."""
+        own = self.results_path.resolve()
+        paths = sorted(self.out.parent.glob("*/results.jsonl"))
+        return [path for path in paths if path.resolve() != own]
+
+    def copies(self, done: set[str] | None = None) -> dict[str, tuple[dict, Path]]:
+        """Cell id -> (its line, the sibling ledger holding it) for this shard's cells that are
+        not in this ledger (``done``) but finished in a sibling ledger: the same id is the same
+        grid values and settings, so they are copied instead of computed. The first ledger (in
+        name order) that computed the cell gives its line; a copied line only when none did."""
+        done = self.done_ids() if done is None else done
+        wanted = {c.id for c in self.mine if c.id not in done}
+        found: dict[str, tuple[dict, Path]] = {}
+        if not wanted:
+            return found
+        for path in self.sibling_ledgers():
+            for record in read_results(path, warn=log.debug):
+                cid = record.get("cell_id")
+                if record.get("kind") != "cell" or cid not in wanted:
+                    continue
+                old = found.get(cid)
+                if old is None or ("copied_from" in old[0] and "copied_from" not in record):
+                    found[cid] = (record, path)
+        return found
+
+    def _copy(self, cell: Cell, record: dict[str, Any], ledger: Path) -> None:
+        """Append ``record``, a sibling ledger's line of ``cell``, to this ledger."""
+        lock = self._cell_lock(cell)
+        if not lock.try_acquire():
+            self.say(f"cell {cell.id} ({cell.title()}): being run by another process; skipped")
+            self.counts["busy"] += 1
+            return
+        try:
+            if cell.id in self.done_ids():
+                return
+            line = {**record, "sweep": self.spec.name, "index": cell.index}
+            line["copied_from"] = _relative(ledger)
+            append_result(self.results_path, line)
+        finally:
+            lock.release()
+        self.counts["copied"] += 1
+        self.say(f"cell {cell.id} ({cell.title()}): copied from {_relative(ledger)}")
 
     # ---------------------------------------------------------------- dry run
 
     def dry_run(self, model: CostModel | None = None) -> str:
         model = model or self.cost_model()
-        plan = self.plan(model)
+        done = self.done_ids()
+        copies = self.copies(done)
+        plan = self.plan(model, copies)
+        grouped = any(c.test_group != 1 for c in self.mine)
         i, n = self.shard
         lines = [
             f"sweep {self.spec.name}: {len(self.cells)} cells, preset {self.spec.preset} "
@@ -104,22 +161,26 @@ class Sweep:
         if self.spec.overrides:
             lines.append("overrides: " + " ".join(f"--set {o}" for o in self.spec.overrides))
         header = f"{'#':>4}  {'cell':12}  {'status':7}  {'corpus':9}  {'dir':5}  "
-        header += f"{'replace':32}  {'size':4}  {'layers':8}  {'est.':>8}"
+        header += f"{'replace':32}  {'size':4}  {'layers':8}  "
+        header += f"{'group':>5}  " * grouped + f"{'est.':>8}"
         lines += ["", header]
         for cell in self.mine:
-            status = "done" if cell.id in plan.done else "pending"
+            status = "done" if cell.id in done else "copied" if cell.id in copies else "pending"
             est = fmt_seconds(plan.cell_seconds[cell.id]) if status == "pending" else "-"
+            group = f"{cell.test_group:>5}  " * grouped  # test pairs joined k at a time
             lines.append(
                 f"{cell.index:>4}  {cell.id:12}  {status:7}  {cell.corpus:9}  "
                 f"{cell.direction:5}  {cell.variant:32}  {cell.size:4}  "
-                f"{str(cell.layers):8}  {est:>8}"
+                f"{str(cell.layers):8}  {group}{est:>8}"
             )
         to_train = [d for d, s in plan.teachers.items() if s > 0]
         to_distill = list(plan.students)  # pending families (parameter-free ones cost ~0 s)
         students = sum(plan.students.values())
+        copied = f", {len(copies)} to copy from sibling ledgers" if copies else ""
         lines += [
             "",
-            f"done {len(self.mine) - len(plan.pending)}/{len(self.mine)}; to do: "
+            f"done {len(self.mine) - len(plan.pending) - len(copies)}/{len(self.mine)}{copied}; "
+            "to do: "
             f"{len(to_train)} teacher(s) to train, {len(to_distill)} student families "
             f"({students} students) to distil, {len(plan.pending)} cells to evaluate",
             f"estimate: teachers {fmt_seconds(sum(plan.teachers.values()))}, distillation "
@@ -146,19 +207,27 @@ class Sweep:
     def _run(self) -> dict[str, Any]:
         records = self.records()
         done = self.done_ids(records)
-        pending = [c for c in self.mine if c.id not in done]
+        copies = self.copies(done)
+        pending = [c for c in self.mine if c.id not in done and c.id not in copies]
+        skipped = len(self.mine) - len(pending) - len(copies)
         i, n = self.shard
         where = f" (shard {i}/{n})" if n > 1 else ""
         self.say(
-            f"sweep {self.spec.name}{where}: {len(self.mine)} cells, "
-            f"{len(self.mine) - len(pending)} finished (skipped), {len(pending)} to run; "
-            f"results in {self.results_path}"
+            f"sweep {self.spec.name}{where}: {len(self.mine)} cells, {skipped} finished "
+            "(skipped), "
+            + (f"{len(copies)} to copy from sibling ledgers, " if copies else "")
+            + f"{len(pending)} to run; results in {self.results_path}"
         )
-        self.counts = {"cells": len(self.mine), "skipped": len(self.mine) - len(pending)}
-        self.counts.update(evaluated=0, busy=0)
+        self.counts = {"cells": len(self.mine), "skipped": skipped}
+        self.counts.update(evaluated=0, copied=0, busy=0)
+        for cell in self.mine:  # no teacher, no students: their line is in a sibling ledger
+            if cell.id in copies:
+                self._copy(cell, *copies[cell.id])
         if not pending:
             return self.counts
-        plan = make_plan(self.mine, done, self.teacher_steps(records), self.cost_model())
+        plan = make_plan(
+            self.mine, done | set(copies), self.teacher_steps(records), self.cost_model()
+        )
         self._clock = {"start": time.monotonic(), "estimated_done": 0.0, "plan": plan}
         self._finished = len(self.mine) - len(pending)
         groups: dict[Path, list[Cell]] = {}
@@ -195,6 +264,7 @@ class Sweep:
         known = self.teacher_records().get(cell.teacher)
         if known is not None:
             return known
+        cell = _ungrouped(cell)  # whichever cell of the teacher comes first
         cfg = cell.config
         which = cfg.distill.teacher_checkpoint
         folder = self.teachers / cell.direction
@@ -421,6 +491,17 @@ def _install_sigterm():
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         return None
+
+
+def _ungrouped(cell: Cell) -> Cell:
+    """``cell`` with the test split as it is (``data.test_group`` 1): a teacher is trained,
+    shipped and scored with it, also when the first cell of its group tests grouped pairs (its
+    own scores on those are :func:`attnless.evaluate.teacher_scores`' for the cell)."""
+    if cell.config.data.test_group == 1:
+        return cell
+    cfg = cell.config.model_copy(deep=True)
+    cfg.data.test_group = 1
+    return dataclasses.replace(cell, config=cfg, test_group=1)
 
 
 def _relative(path: Path) -> str:

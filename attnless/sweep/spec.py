@@ -27,13 +27,14 @@ from attnless.model.sites import METHODS, SITES, SIZES, ReplacementError, get_me
 from attnless.replacement import LayerSet, Replacement
 
 SPEC_KEYS = ("name", "description", "preset", "grid", "set")
-GRID_KEYS = ("corpus", "direction", "replace", "size", "layers")
+GRID_KEYS = ("corpus", "direction", "replace", "size", "layers", "test_group")
 GRID_EXAMPLES = {
     "corpus": "[multi30k]",
     "direction": "[de-en, en-de]",
     "replace": "[[encoder.self=alr]]",
     "size": "[XS, S, M, L]",
     "layers": "[all]",
+    "test_group": "[1, 2, 3, 4]",
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DIRECTION_RE = re.compile(r"^([a-z]{2,3})-([a-z]{2,3})$")
@@ -47,7 +48,11 @@ SWEEP_KEYS = (
     "eval.replace",
     "eval.layers",
 )
-GRID_CONFIG_KEYS = {"corpus": ("data.corpus",), "direction": ("data.src", "data.tgt")}
+GRID_CONFIG_KEYS = {
+    "corpus": ("data.corpus",),
+    "direction": ("data.src", "data.tgt"),
+    "test_group": ("data.test_group",),
+}
 
 
 class SpecError(ConfigError):
@@ -56,21 +61,26 @@ class SpecError(ConfigError):
 
 @dataclass
 class Spec:
-    """A validated spec: its preset, normalised grid and ``--set`` overrides."""
+    """A validated spec: its preset, normalised grids and ``--set`` overrides.
+
+    ``grids`` holds one grid for a spec whose ``grid`` is a mapping (``listed`` false), else
+    the grids of its list, in order; the cells are the union of their products."""
 
     name: str
     preset: str
     preset_path: Path
-    grid: dict[str, list[Any]]
+    grids: list[dict[str, list[Any]]]
     overrides: list[str]
     description: str = ""
     source: str = "<spec>"
+    listed: bool = False  # the spec's grid is a list of grids
 
     def to_dict(self) -> dict[str, Any]:
-        grid = {k: [_plain(v) for v in vs] for k, vs in self.grid.items()}
+        grids = [{k: [_plain(v) for v in vs] for k, vs in g.items()} for g in self.grids]
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
+        grid: Any = grids if self.listed else grids[0]
         out.update({"preset": self.preset, "grid": grid, "set": list(self.overrides)})
         return out
 
@@ -141,6 +151,7 @@ class Grid(BaseModel):
     replace: list[Variant]
     size: list[Text]
     layers: list[Text] | None = None
+    test_group: list[Any] | None = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -202,6 +213,17 @@ class Grid(BaseModel):
                 raise _fail(str(err), "located") from None
         return values
 
+    @field_validator("test_group")
+    @classmethod
+    def _groups(cls, values: list[Any]) -> list[int]:
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise _fail(
+                    f"{v!r} is not a positive whole number (k joins each k consecutive test "
+                    "pairs into one; 1: the test set as it is)"
+                )
+        return values
+
 
 class SpecFile(BaseModel):
     """What a spec file holds (``name`` and ``preset`` may come from the command line)."""
@@ -211,8 +233,20 @@ class SpecFile(BaseModel):
     name: Annotated[str, Strict()] | None = None
     description: Annotated[str, Strict()] = ""
     preset: Annotated[str, Strict()] | None = None
-    grid: Grid
+    grid: list[Grid]
     set: list[str] = []
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grids(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [value]
+        if not isinstance(value, list) or not value:
+            raise _fail(
+                f"expected a mapping with keys {', '.join(GRID_KEYS)}, or a non-empty list of "
+                f"such mappings; got {value!r}"
+            )
+        return value
 
     @field_validator("set", mode="before")
     @classmethod
@@ -224,17 +258,20 @@ class SpecFile(BaseModel):
         return value
 
 
-def _spec_error(err: ValidationError, source: str) -> SpecError:
+def _spec_error(err: ValidationError, source: str, listed: bool) -> SpecError:
     """The first problem pydantic found in a spec (unknown, then missing keys first), as one
-    line naming ``source`` and the key."""
+    line naming ``source`` and the key (``grid[1].size`` in a list of grids, ``grid.size`` in
+    a single grid)."""
     rank = {"extra_forbidden": 0, "missing": 1}
     error = min(err.errors(), key=lambda e: rank.get(e["type"], 2))
-    return SpecError(f"{source}: {_problem(error)}")
+    return SpecError(f"{source}: {_problem(error, listed)}")
 
 
-def _problem(error: Any) -> str:
+def _problem(error: Any, listed: bool) -> str:
     """What one pydantic ``error`` of a spec means, in the spec's terms (the key first)."""
     loc, kind = tuple(error["loc"]), error["type"]
+    if not listed and loc[:2] == ("grid", 0):
+        loc = ("grid", *loc[2:])
     where = dotted(loc)
     match kind, loc:
         case "extra_forbidden", (key,):
@@ -245,10 +282,11 @@ def _problem(error: Any) -> str:
             return f"grid: required (a mapping of {', '.join(GRID_KEYS)})"
         case "missing", _:
             return f"{where}: required (e.g. {loc[-1]}: {GRID_EXAMPLES[loc[-1]]})"
-        case "located", _:
-            return error["msg"]
-        case "model_type", ("grid",):
-            return f"grid: expected a mapping with keys {', '.join(GRID_KEYS)}"
+        case "located", _:  # the message names grid.<key>; in a list of grids, grid[i].<key>
+            text, named = error["msg"], f"grid.{loc[-1]}"
+            return f"{where}{text[len(named) :]}" if text.startswith(named) else text
+        case "model_type", ("grid",) | ("grid", _):
+            return f"{where}: expected a mapping with keys {', '.join(GRID_KEYS)}"
         case "spec", _:
             return f"{where}: {error['msg']}"
     return error_line(error)[1]
@@ -261,25 +299,26 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, LayerSet) else value
 
 
-def _typed(grid: dict[str, list[Any]], source: str) -> dict[str, list[Any]]:
+def _typed(grid: dict[str, list[Any]], where: str) -> dict[str, list[Any]]:
     """The validated grid with its variants as :class:`Replacement` tuples and its layer sets
-    as :class:`LayerSet` values (parsed once, here)."""
+    as :class:`LayerSet` values (parsed once, here); ``where``: ``<source>: grid`` or
+    ``<source>: grid[i]``, for errors."""
     out = dict(grid)
     out["replace"] = [
         tuple(Replacement(*entry.split("=", 1)) for entry in variant) for variant in grid["replace"]
     ]
     if "layers" in grid:
-        out["layers"] = [LayerSet.parse(v, f"{source}: grid.layers") for v in grid["layers"]]
+        out["layers"] = [LayerSet.parse(v, f"{where}.layers") for v in grid["layers"]]
         if len(set(out["layers"])) != len(out["layers"]):
-            raise SpecError(f"{source}: grid.layers: two entries name the same layers")
+            raise SpecError(f"{where}.layers: two entries name the same layers")
     return out
 
 
-def _check_overrides(overrides: list[str], grid: dict[str, list[Any]], source: str) -> None:
-    """Reject ``--set`` overrides of keys the grid or the sweep sets for each cell."""
+def _check_overrides(overrides: list[str], grids: list[dict[str, list[Any]]], source: str) -> None:
+    """Reject ``--set`` overrides of keys a grid or the sweep sets for each cell."""
     controlled = set(SWEEP_KEYS)
     for key, config_keys in GRID_CONFIG_KEYS.items():
-        if key in grid:
+        if any(key in grid for grid in grids):
             controlled.update(config_keys)
     for text in overrides:
         path, _ = config_mod.parse_override(text)
@@ -301,10 +340,11 @@ def spec_from_dict(
     """Validate a spec mapping; ``preset`` and ``overrides`` come from the command line."""
     if not isinstance(values, dict):
         raise SpecError(f"{source}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
+    listed = isinstance(values.get("grid"), list)
     try:
         spec = SpecFile.model_validate(values)
     except ValidationError as err:
-        raise _spec_error(err, source) from None
+        raise _spec_error(err, source, listed) from None
     name = spec.name if spec.name is not None else default_name
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise SpecError(
@@ -313,18 +353,22 @@ def spec_from_dict(
     preset = preset or spec.preset
     if not preset:
         raise SpecError(f"{source}: preset: missing; name one (preset: paper) or pass --preset")
-    grid = {key: getattr(spec.grid, key) for key in GRID_KEYS}
-    grid = _typed({key: value for key, value in grid.items() if value is not None}, source)
+    grids = []
+    for i, one in enumerate(spec.grid):
+        grid = {key: getattr(one, key) for key in GRID_KEYS}
+        where = f"{source}: grid[{i}]" if listed else f"{source}: grid"
+        grids.append(_typed({k: v for k, v in grid.items() if v is not None}, where))
     all_overrides = spec.set + list(overrides or [])
-    _check_overrides(all_overrides, grid, source)
+    _check_overrides(all_overrides, grids, source)
     result = Spec(
         name=name,
         preset=preset,
         preset_path=resolve_preset(preset, base_dir),
-        grid=grid,
+        grids=grids,
         overrides=all_overrides,
         description=spec.description,
         source=source,
+        listed=listed,
     )
     result.base_config()  # every override must make a valid config
     return result
