@@ -27,19 +27,21 @@ export ATTNLESS_DATA=$B/data ATTNLESS_CACHE=$WORK/cache PYTHONPATH=$PWD PYTHONUN
 
 imports() { "$PY" -c 'import pydantic, yaml, filelock, sacrebleu, attnless.cli, attnless.sweep'; }
 
-setup() {  # install the missing packages of the bundle into $WORK/site
+setup() {  # install the bundle's packages that do not import here into $WORK/site
   imports 2>/dev/null && return
-  local pip="$PY -m pip" missing
+  local pip="$PY -m pip" missing all="pydantic pydantic-core annotated-types typing-inspection"
+  all+=" typing-extensions pyyaml filelock tabulate"
   $pip --version >/dev/null 2>&1 || pip="$PY $(ls "$B"/wheels/pip-*.whl | tail -n1)/pip"
-  missing=$("$PY" -c 'import importlib.util as u
-mods = {"pydantic": "pydantic", "pydantic-core": "pydantic_core", "pyyaml": "yaml",
-        "annotated-types": "annotated_types", "typing-inspection": "typing_inspection",
-        "typing-extensions": "typing_extensions", "filelock": "filelock", "tabulate": "tabulate"}
-print(" ".join(d for d, m in mods.items() if u.find_spec(m) is None))')
-  echo "installing from $B/wheels: ${missing:-everything (the versions here did not import)}"
-  $pip install -q --no-index --no-deps --no-compile --find-links "$B/wheels" \
-    --target "$WORK/site" ${missing:-pydantic pydantic-core annotated-types typing-inspection} \
-    && export PYTHONPATH=$WORK/site:$PYTHONPATH && imports
+  pip+=" install -q --no-index --no-deps --no-compile --find-links $B/wheels --target $WORK/site"
+  missing=$("$PY" -c 'import importlib.util as u, sys
+mods = {"pyyaml": "yaml", "pydantic-core": "pydantic_core", "annotated-types": "annotated_types",
+        "typing-inspection": "typing_inspection", "typing-extensions": "typing_extensions"}
+print(" ".join(d for d in sys.argv[1:] if u.find_spec(mods.get(d, d)) is None))' $all)
+  export PYTHONPATH=$WORK/site:$PYTHONPATH
+  echo "installing from $B/wheels: ${missing:-nothing missing}"
+  [[ -n $missing ]] && $pip $missing && imports 2>/dev/null && return
+  echo "installing all of: $all (a version here does not do)"
+  $pip --upgrade $all && imports
 }
 
 versions() {
