@@ -22,7 +22,8 @@ SWEEP_ARGS ?=
 SWEEP_CORPUS := $(if $(filter multi30k,$(CORPUS)),,--set data.corpus=$(CORPUS))
 TABLES := table-encoder table-decoder table-layers
 
-.PHONY: venv allocator test lint demo bench bench-train clean help tables $(TABLES) report
+.PHONY: venv allocator test lint demo bench bench-train clean help tables $(TABLES) report \
+	gpu-bundle
 
 help:
 	@echo "make demo          quick teacher on Multi30k de-en, ALR/ALRR/ASLR/ELR at XS and S,"
@@ -35,6 +36,7 @@ help:
 	@echo "make table-layers  Table E: number of replaced encoder layers"
 	@echo "make tables        all three (CORPUS=iwslt2017 for IWSLT2017; SWEEP_ARGS=--dry-run)"
 	@echo "make report        re-render the reports of every sweep under sweeps/"
+	@echo "make gpu-bundle    gpu-bundle/ for running table cells on a borrowed GPU (docs/gpu.md)"
 
 venv: allocator $(VENV)/.installed
 
@@ -66,8 +68,8 @@ endif
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check attnless tests benchmarks
-	$(BIN)/ruff format --check attnless tests benchmarks
+	$(BIN)/ruff check attnless tests benchmarks tools
+	$(BIN)/ruff format --check attnless tests benchmarks tools
 
 test: lint
 	$(BIN)/pytest
@@ -95,6 +97,10 @@ bench: venv
 
 bench-train: venv
 	$(BIN)/python -m benchmarks.train_throughput
+
+# gpu-bundle/ for a session lent a GPU (docs/gpu.md): corpora, wheels, commit; needs PyPI
+gpu-bundle: venv
+	PYTHON=$(BIN)/python tools/gpu/bundle.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

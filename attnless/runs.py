@@ -178,7 +178,8 @@ def read_json(path: str | Path) -> Any:
 
 def git_revision() -> str:
     """The commit of the attnless checkout (``+changes`` when tracked files differ from it;
-    ``unknown`` outside a git checkout)."""
+    outside a git checkout ``$ATTNLESS_COMMIT``, set where a copy of a checkout runs, e.g. on a
+    GPU machine (tools/gpu/run_cells.sh), else ``unknown``)."""
     repo = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -191,7 +192,7 @@ def git_revision() -> str:
         head = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("ATTNLESS_COMMIT") or "unknown"
     return head + ("+changes" if dirty else "")
 
 

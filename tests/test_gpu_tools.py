@@ -1,0 +1,161 @@
+"""tools/gpu: the bundle, the script a GPU machine runs, the merge of what comes back, and the
+`run` call docs/gpu.md gives (all checked here without a GPU or the network)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, tiny_config
+
+TOOLS = REPO / "tools" / "gpu"
+sys.path.insert(0, str(TOOLS))
+import merge  # noqa: E402  (tools/gpu/merge.py)
+
+SCRIPTS = ["bundle.sh", "run_cells.sh", "fake_machine.sh"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_are_valid_bash(script: str) -> None:
+    subprocess.run(["bash", "-n", str(TOOLS / script)], check=True, timeout=30)
+
+
+def test_bundle_holds_the_files_the_loader_reads(tmp_path: Path, data_dir: Path, monkeypatch):
+    """`bundle.sh data` copies exactly the Multi30k files that de-en and en-de read (train,
+    valid and both test sets), and the loader finds them there, not in a cache."""
+    from attnless.data import describe_source
+
+    bundle = tmp_path / "bundle"
+    env = os.environ | {"BUNDLE": str(bundle), "ATTNLESS_DATA": str(data_dir)}
+    env |= {"PYTHON": sys.executable, "DIRECTIONS": "de-en en-de"}
+    subprocess.run([str(TOOLS / "bundle.sh"), "data"], env=env, check=True, timeout=60)
+    monkeypatch.setenv("ATTNLESS_CACHE", str(tmp_path / "empty-cache"))
+    read = set()
+    for src, tgt in (("de", "en"), ("en", "de")):
+        for test_set in ("test_2016_flickr", "test_2017_mscoco"):
+            sets = [f"data.src={src}", f"data.tgt={tgt}", f"data.test_set={test_set}"]
+            cfg = tiny_config(tmp_path, bundle / "data", *sets)
+            for split in ("train", "valid", "test"):
+                paths = describe_source(cfg.data, split).split(": ", 1)[1].split(" | ")
+                read |= {Path(p) for p in paths}
+    bundled = {p for p in (bundle / "data").rglob("*") if p.is_file()}
+    assert read == bundled
+    assert (bundle / "commit").read_text().strip()
+
+
+def test_run_cells_setup_versions_and_budget(tmp_path: Path) -> None:
+    """With a Python that has every package and no budget left: nothing installed, versions
+    recorded, no sweep started, an (empty) results tar left in $OUT."""
+    out = tmp_path / "out"
+    env = os.environ | {"OUT": str(out), "PYTHON": sys.executable, "BUNDLE": str(tmp_path / "b")}
+    done = subprocess.run(
+        [str(TOOLS / "run_cells.sh"), "0", "experiments/encoder.yaml --only direction=de-en"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "log.txt").read_text()
+    assert "installing" not in log
+    assert "budget spent; not started: experiments/encoder.yaml --only direction=de-en" in log
+    assert "| torch " in (out / "versions.txt").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.tar.00", "versions.txt"]
+
+
+def test_the_sweep_does_not_import_pandas() -> None:
+    """pandas is for `attnless report` alone (not bundled for the GPU machine)."""
+    modules = "attnless.cli, attnless.sweep, attnless.train, attnless.distill, attnless.evaluate"
+    code = f"import sys, {modules}; print('pandas' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
+
+
+def _tar(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_merge_appends_new_ledger_lines_and_keeps_local_files(tmp_path: Path) -> None:
+    def line(kind: str, ident: str, **more) -> str:
+        key = "cell_id" if kind == "cell" else "teacher_id"
+        return json.dumps({"kind": kind, key: ident, **more})
+
+    ledger = tmp_path / "results" / "t" / "enc" / "results.jsonl"
+    ledger.parent.mkdir(parents=True)
+    local = [line("teacher", "t1"), line("cell", "a"), line("cell", "here")]
+    ledger.write_text("".join(f"{x}\n" for x in local))
+    (ledger.parent / "spec.yaml").write_text("local\n")
+    back = [
+        line("teacher", "t1"),
+        line("cell", "a", bleu=1),
+        line("cell", "gpu1"),
+        line("cell", "gpu2"),
+    ]
+    data = _tar(
+        {
+            "results/t/enc/results.jsonl": "".join(f"{x}\n" for x in back),
+            "results/t/enc/spec.yaml": "theirs\n",
+            "results/t/teachers/en-de/config.yaml": "new\n",
+        }
+    )
+    (tmp_path / "results.tar.00").write_bytes(data[:700])
+    (tmp_path / "results.tar.01").write_bytes(data[700:])
+    parts = sorted(tmp_path.glob("results.tar.*"))
+    report = merge.merge(parts, tmp_path)
+    assert ledger.read_text().splitlines() == local + back[2:]
+    assert (ledger.parent / "spec.yaml").read_text() == "local\n"
+    assert (tmp_path / "results/t/teachers/en-de/config.yaml").read_text() == "new\n"
+    assert "results/t/enc/results.jsonl: 2 new line(s) appended" in report
+    assert merge.merge(parts, tmp_path)[0].endswith(": 0 new line(s) appended")
+
+
+def test_the_documented_run_call_fits() -> None:
+    """docs/gpu.md's `run` command is under the tool's 2,000 characters, runs run_cells.sh,
+    carries the bundle and names specs that exist."""
+    text = (REPO / "docs" / "gpu.md").read_text(encoding="utf-8")
+    call = re.search(r"<!-- run call -->\s*```json\n(.*?)```", text, re.S)
+    assert call, "docs/gpu.md: no run call block"
+    args = json.loads(call.group(1))
+    assert len(args["command"]) < 2000 and args["command"].startswith("tools/gpu/run_cells.sh")
+    assert args["carry"] == ["gpu-bundle"] and args["timeout_s"] <= 600
+    budget = int(args["command"].split()[1])
+    assert budget + 60 <= args["timeout_s"]
+    for spec in re.findall(r"experiments/\w+\.yaml", args["command"]):
+        assert (REPO / spec).is_file(), spec
+
+
+def test_commit_outside_a_git_checkout_comes_from_the_environment(monkeypatch) -> None:
+    """A copy of the tree without .git (the GPU machine's) names $ATTNLESS_COMMIT."""
+    from attnless import runs
+
+    def no_git(*args, **kwargs):
+        raise OSError("git: not a git repository")
+
+    monkeypatch.setattr(runs.subprocess, "run", no_git)
+    monkeypatch.setenv("ATTNLESS_COMMIT", "abc1234")
+    assert runs.git_revision() == "abc1234"
+    monkeypatch.delenv("ATTNLESS_COMMIT")
+    assert runs.git_revision() == "unknown"
