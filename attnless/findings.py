@@ -300,9 +300,11 @@ def long_inputs(rows: list[Row]) -> Finding:
     fallback = "ALR has no result on a grouped test set"
     if alr:
         k, r = max(alr, key=lambda pair: pair[0])
-        fell, total = r.get("teacher_fallback"), r.get("sentences")
+        # ``sentences``: those the hybrid translated itself; the fallback ones come on top
+        fell, own = r.get("teacher_fallback"), r.get("sentences")
         fallback = f"ALR {r['size']} at k={k}: fallback not recorded"
-        if fell is not None and total:
+        if fell is not None and own is not None and fell + own:
+            total = fell + own
             fallback = (
                 f"ALR {r['size']} at k={k}: {fell}/{total} sentences ({100 * fell / total:.0f}%) "
                 f"longer than its n, translated by the teacher ({_pct(r)})"

@@ -448,7 +448,9 @@ def length_table(cells: pd.DataFrame, order: dict[str, list]) -> tuple[str, str]
                     capped.append(variant)
                     lengths.update({row.n} - {None})
                     if not pd.isna(row.teacher_fallback) and not pd.isna(row.sentences):
-                        text += f"; fallback: {row.teacher_fallback}/{row.sentences}"
+                        # ``sentences``: translated by the hybrid; the fallback on top
+                        total = int(row.sentences) + int(row.teacher_fallback)
+                        text += f"; fallback: {int(row.teacher_fallback)}/{total}"
                 line.append(text)
             table.append(line)
             measured.append(_in_order(at, ["test_group"], [(k,) for k in ks]))

@@ -139,7 +139,7 @@ def test_length_free_types_on_long_inputs() -> None:
     rows = [mixer("toeplitz", "M", 36.0, 301_872), mixer("toeplitz", "M", 33.0, 301_872, k=2)]
     rows += [mixer("toeplitz", "M", 33.0, 301_872, k=4)]  # 90.0% -> 89.2%
     rows += [mixer("alr", "M", 37.0, 61_569_600)]
-    rows += [mixer("alr", "M", 30.0, 61_569_600, k=4, teacher_fallback=240, sentences=250)]
+    rows += [mixer("alr", "M", 30.0, 61_569_600, k=4, teacher_fallback=240, sentences=10)]
     long = beyond(rows)[2]
     assert long.verdict == "holds", long.evidence
     assert "TOEPLITZ M de-en: 90.0% at k=1, 89.2% at k=4 (-0.8 points)" in long.evidence

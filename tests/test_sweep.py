@@ -1002,11 +1002,11 @@ def test_beyond_spec_dry_run_and_parameter_table(tmp_path: Path) -> None:
         app, ["sweep", "experiments/beyond.yaml", "--dry-run", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "sweep beyond: 30 cells, preset paper" in result.output
-    assert result.output.count(" pending ") == 30
-    # grid 2 (test pairs joined 2, 3, 4 at a time) tests grid 1's M students
-    assert "15 student families (90 students)" in result.output
-    # beside the committed encoder table, its ALR XS/S/M de-en lines are copied
+    assert "sweep beyond: 31 cells, preset paper" in result.output
+    assert result.output.count(" pending ") == 31
+    # grid 2 (test pairs joined 2, 3, 4 at a time) tests grid 1's M students; grid 3: ALR L
+    assert "16 student families (96 students)" in result.output
+    # beside the committed encoder table, its ALR XS/S/M/L de-en lines are copied
     tables = tmp_path / "tables"
     (tables / "encoder").mkdir(parents=True)
     shutil.copy(REPO / "results/tables/multi30k/encoder/results.jsonl", tables / "encoder")
@@ -1016,7 +1016,7 @@ def test_beyond_spec_dry_run_and_parameter_table(tmp_path: Path) -> None:
     assert beside.exit_code == 0, beside.output
     copied = [line.split() for line in beside.output.splitlines() if " copied " in line]
     assert [(row[5], row[6], row[8]) for row in copied] == [
-        ("encoder.self=alr", size, "1") for size in ("XS", "S", "M")
+        ("encoder.self=alr", size, "1") for size in ("XS", "S", "M", "L")
     ]
     assert beside.output.count(" pending ") == 27
     md, csv_text = params_table(
