@@ -127,19 +127,13 @@ class Sweep:
 
     def _copy(self, cell: Cell, record: dict[str, Any], ledger: Path) -> None:
         """Append ``record``, a sibling ledger's line of ``cell``, to this ledger."""
-        lock = self._cell_lock(cell)
-        if not lock.try_acquire():
-            self.say(f"cell {cell.id} ({cell.title()}): being run by another process; skipped")
-            self.counts["busy"] += 1
+
+        def line() -> dict[str, Any]:
+            copied = {**record, "sweep": self.spec.name, "index": cell.index}
+            return {**copied, "copied_from": _relative(ledger)}
+
+        if self._append_once(cell, line) is None:
             return
-        try:
-            if cell.id in self.done_ids():
-                return
-            line = {**record, "sweep": self.spec.name, "index": cell.index}
-            line["copied_from"] = _relative(ledger)
-            append_result(self.results_path, line)
-        finally:
-            lock.release()
         self.counts["copied"] += 1
         self.say(f"cell {cell.id} ({cell.title()}): copied from {_relative(ledger)}")
 
@@ -402,17 +396,27 @@ class Sweep:
     def _cell_lock(self, cell: Cell) -> Lock:
         return Lock(self.out / "locks" / f"{cell.id}.lock", f"cell {cell.id}")
 
-    def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
-        from attnless.evaluate import evaluate
-
+    def _append_once(self, cell: Cell, make: Callable[[], dict[str, Any]]) -> dict | None:
+        """Under the cell's lock, append the line ``make()`` computes unless the cell is done
+        (None then, or when another process holds the cell: counted as busy)."""
         lock = self._cell_lock(cell)
         if not lock.try_acquire():
             self.say(f"cell {cell.id} ({cell.title()}): being run by another process; skipped")
             self.counts["busy"] += 1
-            return
+            return None
         try:
             if cell.id in self.done_ids():
-                return
+                return None
+            record = make()
+            append_result(self.results_path, record)
+            return record
+        finally:
+            lock.release()
+
+    def _evaluate(self, cell: Cell, teacher: dict[str, Any], students: dict) -> None:
+        from attnless.evaluate import evaluate
+
+        def line() -> dict[str, Any]:
             start = time.perf_counter()
             results = evaluate(
                 cell.config,
@@ -420,13 +424,12 @@ class Sweep:
                 replacements=cell.replacements,
                 layers=cell.layers,
             )
-            eval_seconds = time.perf_counter() - start
-            record = cell_record(
-                self.spec, self.shard, cell, teacher, students, results, eval_seconds
-            )
-            append_result(self.results_path, record)
-        finally:
-            lock.release()
+            seconds = time.perf_counter() - start
+            return cell_record(self.spec, self.shard, cell, teacher, students, results, seconds)
+
+        record = self._append_once(cell, line)
+        if record is None:
+            return
         self.counts["evaluated"] += 1
         self._finished += 1
         self._advance_estimate(self._clock["plan"].evals.get(cell.id, 0.0))
