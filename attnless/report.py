@@ -545,7 +545,8 @@ def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, 
     """What each hybrid costs at inference: parameters of its replacement networks against
     the teacher modules they replace, and measured greedy decoding speed against the
     teacher's (same machine, same run). ``teachers``: the shipped teachers' folder."""
-    rows = cells[(cells.split == "test") & cells.student_params.map(bool)]
+    known = cells.student_params.map(lambda p: p is not None and not pd.isna(p))
+    rows = cells[(cells.split == "test") & known]  # parameter-free networks (0) included
     if rows.empty:
         return None
     rank = rows["size"].map(lambda size: _index(SIZES, size))
