@@ -432,6 +432,15 @@ def sweep(
             "layers, test_group).",
         ),
     ] = None,
+    together: Annotated[
+        bool,
+        typer.Option(
+            "--together",
+            help="Distil the students of all the selected cells of a teacher before scoring "
+            "any, in calls that share each batch's teacher pass (the same students, faster "
+            "for decoder-side ones; a cell's line waits for all of its teacher's students).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or continue) a sweep: teachers, students and one result line per cell."""
@@ -440,7 +449,9 @@ def sweep(
     _setup_logging(quiet)
     try:
         loaded = load_spec(spec, preset, set_ or [])
-        runner = Sweep(loaded, out, runs, parse_shard(shard), progress=not quiet, only=only)
+        runner = Sweep(
+            loaded, out, runs, parse_shard(shard), progress=not quiet, only=only, together=together
+        )
     except ConfigError as err:
         console.print(f"[red]spec error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -459,7 +470,16 @@ def sweep(
             f"{runner.runs} and are reused, an interrupted one resuming from its last checkpoint"
         )
         resume = _command_line(
-            "sweep", spec, preset=preset, set_=set_, shard=shard, out=out, runs=runs, quiet=quiet
+            "sweep",
+            spec,
+            preset=preset,
+            set_=set_,
+            shard=shard,
+            out=out,
+            runs=runs,
+            only=only,
+            together=together,
+            quiet=quiet,
         )
         _interrupted(kept, resume)
     copied = f", {counts['copied']} copied from sibling ledgers" if counts.get("copied") else ""

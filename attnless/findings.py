@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnless.model.sites import METHODS, Method
+from attnless.results import variant_label
 
 SIZE_ORDER = ("XS", "S", "M", "L", "XL")
 COMPETITIVE = 90.0  # % of the teacher's BLEU that counts as "competitive"
@@ -25,6 +26,8 @@ FEWER = 0.1  # "far fewer parameters": at most this fraction of ALR's
 KEEP = 5.0  # points of % of the teacher a length-free network may lose at the largest k
 
 Row = dict[str, Any]
+CROSS = variant_label(["decoder.cross=alr"])  # causal: students see decoder positions <= i
+CROSS_PAPER = variant_label(["decoder.cross=alr"], cross_causal=False)
 
 
 @dataclass
@@ -152,9 +155,7 @@ def cross_bottleneck(rows: list[Row]) -> Finding:
             cross = [
                 r
                 for r in rows
-                if r["direction"] == direction
-                and r["size"] == size
-                and r.get("replace") == "decoder.cross=alr"
+                if r["direction"] == direction and r["size"] == size and r["variant"] == CROSS
             ]
             others = [
                 r
@@ -177,6 +178,15 @@ def cross_bottleneck(rows: list[Row]) -> Finding:
     )
     verdict = "holds" if all(lower) else "does not hold"
     evidence = f"Cross-attention lowest in {sum(lower)} of {len(lower)}: {text}."
+    paper = {(r["direction"], r["size"]): r for r in rows if r["variant"] == CROSS_PAPER}
+    modes = [
+        f"{d} {s}: {paper[d, s]['bleu']:.2f} vs causal {c['bleu']:.2f}"
+        for d, s, c, _ in pairs
+        if (d, s) in paper
+    ]
+    if modes:
+        evidence += " Cross-attention students that see the whole decoder input (the paper's "
+        evidence += f"code): {'; '.join(modes)}."
     return Finding(claim, verdict, evidence)
 
 

@@ -43,13 +43,27 @@ def scores_of(result: Mapping[str, Any], hybrid: bool = False) -> dict[str, Any]
     return {k: result[k] for k in keys if k in result}
 
 
-def variant_label(replace: Iterable[Replacement | str]) -> str:
+def variant_label(replace: Iterable[Replacement | str], cross_causal: bool = True) -> str:
     """``ALR`` for encoder-only variants, else ``ALR dec self + ALR cross`` etc. (``replace``:
-    the variant's replacements, or their ``site=method`` texts as a results file records them)."""
+    the variant's replacements, or their ``site=method`` texts as a results file records them);
+    cross-attention students that see every decoder position (``distill.cross_causal`` false,
+    as the paper's code) read ``ALR cross (paper mode)``."""
     parts = [Replacement.of(r) for r in replace]
     if all(r.site == "encoder.self" for r in parts):
         return " + ".join(r.method.upper() for r in parts)
-    return " + ".join(f"{r.method.upper()} {SITE_SHORT.get(r.site, r.site)}" for r in parts)
+    labels = []
+    for r in parts:
+        label = f"{r.method.upper()} {SITE_SHORT.get(r.site, r.site)}"
+        if r.site == "decoder.cross" and not cross_causal:
+            label += " (paper mode)"
+        labels.append(label)
+    return " + ".join(labels)
+
+
+def _cross_causal(config: Mapping[str, Any] | None) -> bool:
+    """A recorded config's ``distill.cross_causal`` (true when it does not say)."""
+    distill = (config or {}).get("distill") or {}
+    return distill.get("cross_causal", True) is not False
 
 
 def test_group_of(record: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> int:
@@ -133,7 +147,7 @@ class ResultRow:
             common |= {k: record.get(k) for k in CELL_KEYS}
             common |= {k: times.get(k) for k in TIME_KEYS} | {k: model.get(k) for k in MODEL_KEYS}
             common |= {
-                "variant": record.get("variant") or variant_label(replace),
+                "variant": record.get("variant") or variant_label(replace, _cross_causal(config)),
                 "replace": "+".join(replace),
                 "layers": str(record.get("layers")),
             }

@@ -70,6 +70,15 @@ def test_alr_best_and_the_decoder_claims() -> None:
     assert best.verdict == "does not hold" and cross.verdict == "does not hold"
 
 
+def test_cross_attention_in_paper_mode_is_reported_beside_the_causal_one() -> None:
+    rows = [alr("M", 36.0), row("ALR cross (paper mode)", "decoder.cross=alr", "M", 39.0)]
+    assert findings(rows)[-1].verdict == "not yet measured"  # paper mode alone is not "cross"
+    rows.append(row("ALR cross", "decoder.cross=alr", "M", 12.0))
+    cross = findings(rows)[-1]
+    assert cross.verdict == "holds" and "de-en M: cross 12.00 vs ALR 36.00" in cross.evidence
+    assert "de-en M: 39.00 vs causal 12.00" in cross.evidence
+
+
 def test_rows_without_a_teacher_score() -> None:
     """A cell scored before its teacher (no relative BLEU) is reported, never a crash."""
     rows = [alr("XS", 20.0), alr("S", 25.0), alr("M", 37.0)]

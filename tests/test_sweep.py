@@ -356,6 +356,73 @@ def test_sweep_with_other_distill_settings_never_reuses_students(
     assert sorted(str(p.parent) for p in root.glob("*/layer1.pt")) == sorted(folders)
 
 
+def test_together_shares_the_teacher_passes_and_distils_the_same_students(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--together``: one distill call for the students of all of a teacher's cells (one
+    teacher pass per batch instead of one per family), bit-identical students and the same
+    lines; cells with their own grid ``set`` get calls (and students) of their own."""
+    import shutil
+
+    from attnless.distill import Distiller
+
+    monkeypatch.setenv("ATTNLESS_DATA", str(data_dir))
+    passes: list[int] = []
+    teacher_pass = Distiller._teacher_pass
+
+    def counted(self: Distiller, batch: object) -> dict:
+        passes.append(1)
+        return teacher_pass(self, batch)
+
+    monkeypatch.setattr(Distiller, "_teacher_pass", counted)
+    cross = {"replace": [["decoder.cross=alr"]], "size": ["XS"], "layers": ["1"]}
+    grids = [
+        {**cross, "replace": [["decoder.self=alr"], ["decoder.cross=alr"]]},
+        {**cross, "set": ["distill.cross_causal=false"]},
+    ]
+    spec = tmp_path / "dec.yaml"
+    spec.write_text(json.dumps({"name": "dec", "preset": str(SMOKE), "grid": grids, "set": TINY}))
+    threads = torch.get_num_threads()
+    runs = {}
+    try:
+        separate = tmp_path / "separate"
+        Sweep(load_spec(spec), separate / "dec", separate / "runs", progress=False).run()
+        runs["separate"] = passes.copy()
+        together = tmp_path / "together"
+        shutil.copytree(separate / "teachers", together / "teachers")  # the same teacher
+        passes.clear()
+        runner = Sweep(load_spec(spec), together / "dec", together / "runs", progress=False)
+        runner.together = True
+        runner.run()
+        runs["together"] = passes.copy()
+    finally:
+        torch.set_num_threads(threads)
+    lines = {}
+    for name in ("separate", "together"):
+        records = read_results(tmp_path / name / "dec" / "results.jsonl")
+        lines[name] = {r["cell_id"]: r for r in records if r["kind"] == "cell"}
+    assert set(lines["separate"]) == set(lines["together"]) and len(lines["together"]) == 3
+    calls = {}
+    for name, cells_of in lines.items():
+        calls[name] = {
+            cell_id: next(iter(r["times"]["distill_calls"].values()))["call"]
+            for cell_id, r in cells_of.items()
+        }
+    assert len(set(calls["separate"].values())) == 3  # a call (and teacher passes) per family
+    assert len(set(calls["together"].values())) == 2  # one per grid set: causal / paper mode
+    assert len(runs["together"]) * 3 == len(runs["separate"]) * 2
+    for cell_id, line in lines["together"].items():
+        alone = lines["separate"][cell_id]
+        assert line["bleu"] == alone["bleu"] and line["variant"] == alone["variant"]
+        mine = next(iter(line["times"]["distill_calls"].values()))["folder"]
+        theirs = next(iter(alone["times"]["distill_calls"].values()))["folder"]
+        assert Path(mine).name == Path(theirs).name  # the same settings, the same folder name
+        weights = [torch.load(Path(f) / "layer1.pt", weights_only=False) for f in (mine, theirs)]
+        assert set(weights[0]["student"]) == set(weights[1]["student"])
+        for key, value in weights[0]["student"].items():
+            assert torch.equal(value, weights[1]["student"][key]), key
+
+
 # --------------------------------------------------------------------------- dry run, shards
 
 
@@ -446,6 +513,8 @@ def test_committed_specs_keep_their_cell_and_teacher_ids() -> None:
         cells = expand(load_spec(REPO / "experiments" / f"{name}.yaml"))
         if name == "beyond":
             cells = cells[:15]  # grid 1, as the spec was; grid 2 adds test_group cells
+        if name == "decoder":
+            cells = cells[:64]  # grid 1, as the spec was; grid 2 adds cross in paper mode
         ids = " ".join(c.id for c in cells)
         assert hashlib.sha1(ids.encode()).hexdigest()[:16] == digest, name
         assert {c.teacher for c in cells} == teachers, name
@@ -550,6 +619,56 @@ def test_a_list_of_grids_is_the_union_of_their_cells(tmp_path: Path) -> None:
     merged = report_spec(tmp_path)["grid"]
     assert merged["size"] == ["XS", "S", "M"] and merged["test_group"] == [1, 3]
     assert merged["replace"] == [["encoder.self=alr"], ["encoder.self=elr"]]
+
+
+def test_a_grid_set_applies_to_its_own_cells_only() -> None:
+    """Table C's cross-attention in the paper's mode: a grid of its own whose ``set`` reaches
+    only its cells, which get their own ids, label, students and plan entries."""
+    from attnless.sweep.costs import CostModel, family_key, make_plan
+    from attnless.sweep.students import family_folder
+
+    cross = {"replace": [["decoder.cross=alr"]], "size": ["M"]}
+    grids = [cross, {**cross, "set": ["distill.cross_causal=false"]}]
+    spec = spec_from_dict(
+        {"name": "c", "preset": "paper", "grid": grids}, "c.yaml", REPO / "experiments"
+    )
+    causal, paper = expand(spec)
+    single = expand(spec_from_dict({**_spec(), "grid": cross}, "c.yaml", REPO / "experiments"))
+    assert causal.id == single[0].id and paper.id != causal.id
+    assert causal.config.distill.cross_causal and not paper.config.distill.cross_causal
+    assert (causal.label, paper.label) == ("ALR cross", "ALR cross (paper mode)")
+    assert paper.described == "decoder.cross=alr [distill.cross_causal=false]"
+    assert paper.title().endswith(", distill.cross_causal=false") and causal.overrides == ()
+    assert spec.overrides == []  # the spec-wide overrides stay as they were
+    (family,) = paper.families()
+    assert family_key(paper.config, family) != family_key(causal.config, family)
+    folders = {family_folder(c.config, family, "sha").path for c in (causal, paper)}
+    assert len(folders) == 2
+    plan = make_plan([causal, paper], set(), {}, CostModel.for_machine("cpu", 2))
+    assert len(plan.families) == 2 and set(plan.cell_seconds) == {causal.id, paper.id}
+    again = spec_from_dict(
+        yaml.safe_load(yaml.safe_dump(spec.to_dict())), "spec.yaml", REPO / "experiments"
+    )
+    assert [c.id for c in expand(again)] == [causal.id, paper.id]
+    # the committed Table C: its 64 cells as before, then cross-attention in paper mode
+    table = expand(load_spec(REPO / "experiments" / "decoder.yaml"))
+    assert len(table) == 68 and {c.label for c in table[64:]} == {"ALR cross (paper mode)"}
+    # teacher passes: one set per family's distill call, or one shared call with --together
+    xs = [c for c in table if c.direction == "de-en" and c.size == "XS"]
+    model = CostModel.for_machine("cpu", 2)
+    alone, together = (make_plan(xs, set(), {}, model, shared) for shared in (False, True))
+    assert len(alone.passes) == 3 and len(together.passes) == 1  # enc self, dec self, cross
+    assert sum(together.passes.values()) < sum(alone.passes.values())
+    assert sum(together.cell_seconds.values()) == pytest.approx(together.total())
+    assert sum(alone.cell_seconds.values()) == pytest.approx(alone.total())
+    # a line without its label gets it from its recorded config
+    from attnless.results import ResultRow
+
+    line = {"kind": "cell", "replace": ["decoder.cross=alr"], "size": "M", "bleu": 1.0}
+    (row,) = ResultRow.from_record({**line, "config": paper.config.to_dict()})
+    assert row.variant == "ALR cross (paper mode)"
+    (row,) = ResultRow.from_record({**line, "config": causal.config.to_dict()})
+    assert row.variant == "ALR cross"
 
 
 def _fake_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
@@ -722,6 +841,12 @@ def _spec(**changes) -> dict:
         (_grids({"layers": ["0..5"]}), [], r"grid\[1\].layers '0..5': expected all"),
         (_grids({"layers": ["0-1", "0,1"]}), [], r"grid\[1\].layers: two entries"),
         (_grids({"direction": ["de-en"]}), ["data.src=fr"], "data.src cannot be overridden"),
+        (_grids({"set": "distill.lr=1"}), [], r"grid\[1\].set: expected a list"),
+        (_grids({"set": [3]}), [], r"grid\[1\].set\[0\]: expected a string, got 3"),
+        (_grids({"set": ["distill.replace=[x]"]}), [], r"grid\[1\].set: .*the sweep sets it"),
+        (_grids({"set": ["distill.cross_causal=maybe"]}), [], r"grid\[1\].set: .*cross_causal"),
+        (_grids({"set": ["distill.lrr=1"]}), [], r"grid\[1\].set: .*unknown key distill.lrr"),
+        (_spec(grid_set=["data.test_group=2"], grid_test_group=[1]), [], "grid.test_group sets"),
     ],
 )
 def test_bad_specs_name_the_key_and_the_expected_values(spec, overrides, message) -> None:

@@ -103,6 +103,7 @@ class Cell:
     teacher: str  # teacher id
     config: Config = field(repr=False, compare=False)
     test_group: int = 1  # data.test_group: the test split's pairs joined k at a time
+    overrides: tuple[str, ...] = ()  # its grid's "set" (on top of the spec's)
 
     @property
     def replacements(self) -> tuple[Replacement, ...]:
@@ -115,8 +116,14 @@ class Cell:
         return "+".join(r.key for r in self.replace)
 
     @property
+    def described(self) -> str:
+        """The variant with its grid's overrides, if any (``decoder.cross=alr
+        [distill.cross_causal=false]``)."""
+        return self.variant + (f" [{', '.join(self.overrides)}]" if self.overrides else "")
+
+    @property
     def label(self) -> str:
-        return variant_label(self.replace)
+        return variant_label(self.replace, self.config.distill.cross_causal)
 
     @property
     def teacher_dir(self) -> Path:
@@ -148,6 +155,8 @@ class Cell:
         text = f"{self.corpus} {self.direction} {self.label} {self.size} layers {self.layers}"
         if self.test_group != 1:
             text += f", test pairs in groups of {self.test_group}"
+        if self.overrides:
+            text += f", {', '.join(self.overrides)}"
         return text
 
 
@@ -171,7 +180,7 @@ def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
         )
         for replace, size, layers, group, corpus, direction in combos:
             src, tgt = direction.split("-")
-            values = copy.deepcopy(base_values)
+            values = config_mod.apply_overrides(base_values, grid.get("set") or [])
             data = values.setdefault("data", {})
             data.update({"corpus": corpus, "src": src, "tgt": tgt, "test_group": group})
             cfg = config_mod.from_dict(values, f"{spec.source} (cell {direction})")
@@ -185,6 +194,7 @@ def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
             cfg.run_root = str(runs)
             cfg.dir = None
             cell = Cell(len(cells), "", corpus, direction, replace, size, layers, tid, cfg, group)
+            cell.overrides = tuple(grid.get("set") or ())
             to_config(cfg.distill, cell.replacements, layers)  # the config a results line records
             to_config(cfg.eval, cell.replacements, layers)
             # the id hashes the grid values as text (the spec's spelling, canonical for layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from attnless.config import Config
 from attnless.params import student_params, student_shape, teacher_params
 from attnless.replacement import Family
 from attnless.rundir import RunDir
-from attnless.runs import read_json
+from attnless.runs import fingerprint, read_json
+from attnless.students import student_settings
 from attnless.sweep.cells import Cell
 from attnless.sweep.students import family_done, family_folder
 
@@ -222,6 +224,15 @@ class Estimator:
         return self.evaluation(cfg, None, flops)
 
 
+FamilyKey = tuple[Path, Family, str]  # teacher folder, family, hash of its distill settings
+
+
+def family_key(cfg: Config, fam: Family) -> FamilyKey:
+    """The students of ``fam`` that ``cfg`` distils from its teacher: cells whose distill
+    settings differ (e.g. ``distill.cross_causal``) need students of their own."""
+    return cfg.run_dir(), fam, fingerprint(student_settings(cfg, fam, ""))
+
+
 @dataclass
 class Plan:
     """What a sweep (or one shard) still has to do, with estimated seconds."""
@@ -229,9 +240,10 @@ class Plan:
     cells: list[Cell]
     done: set[str]
     teachers: dict[Path, float]  # run folder -> seconds (0 when trained)
-    families: dict[tuple[Path, Family], float]  # seconds (0 when distilled)
-    students: dict[tuple[Path, Family], int]  # students (layers) per family
-    passes: dict[Path, float]  # teacher passes of distillation, per teacher
+    families: dict[FamilyKey, float]  # seconds (0 when distilled)
+    students: dict[FamilyKey, int]  # students (layers) per family
+    passes: dict[Hashable, float]  # teacher passes of each distill call (a family, or a group)
+    call_of: dict[FamilyKey, Hashable]  # the call that distils a pending family
     evals: dict[str, float]  # cell id -> seconds
     cell_seconds: dict[str, float]  # each cell's share of everything it needs
 
@@ -249,14 +261,20 @@ class Plan:
 
 
 def make_plan(
-    cells: list[Cell], done: set[str], teacher_steps: dict[str, int | None], model: CostModel
+    cells: list[Cell],
+    done: set[str],
+    teacher_steps: dict[str, int | None],
+    model: CostModel,
+    together: bool = False,
 ) -> Plan:
-    """Estimate the work left; ``teacher_steps``: teacher id -> step, for trained teachers."""
+    """Estimate the work left; ``teacher_steps``: teacher id -> step, for trained teachers.
+    Each family's distill call runs its own teacher passes; ``together`` (``--together``):
+    one call per teacher and grid ``set`` shares them."""
     est = Estimator(model)
     pending = [c for c in cells if c.id not in done]
     teachers: dict[Path, float] = {}
-    needed: dict[tuple[Path, Family], set[int]] = {}
-    users: dict[tuple[Path, Family], list[Cell]] = {}
+    needed: dict[FamilyKey, set[int]] = {}
+    users: dict[FamilyKey, list[Cell]] = {}
     config_of: dict[Path, Cell] = {}
     for cell in pending:
         run_dir = cell.teacher_dir
@@ -266,24 +284,34 @@ def make_plan(
             trained = cell.teacher in teacher_steps or scored
             teachers[run_dir] = 0.0 if trained else est.teacher(cell.config, run_dir)
         for fam, layers in cell.families().items():
-            needed.setdefault((run_dir, fam), set()).update(layers)
-            users.setdefault((run_dir, fam), []).append(cell)
-    families: dict[tuple[Path, Family], float] = {}
-    students: dict[tuple[Path, Family], int] = {}
-    decoder_side: dict[Path, bool] = {}
-    for (run_dir, fam), layers in needed.items():
-        cell = config_of[run_dir]
-        sha = RunDir(run_dir).teacher_fingerprint(cell.config.distill.teacher_checkpoint)
-        if sha and family_done(family_folder(cell.config, fam, sha), sorted(layers)):
-            families[(run_dir, fam)] = 0.0
+            key = family_key(cell.config, fam)
+            needed.setdefault(key, set()).update(layers)
+            users.setdefault(key, []).append(cell)
+    families: dict[FamilyKey, float] = {}
+    students: dict[FamilyKey, int] = {}
+    decoder_side: dict[Hashable, bool] = {}
+    call_of: dict[FamilyKey, Hashable] = {}
+    config_of_call: dict[Hashable, Cell] = {}
+    for key, layers in needed.items():
+        run_dir, fam, _ = key
+        cfg = users[key][0].config
+        sha = RunDir(run_dir).teacher_fingerprint(cfg.distill.teacher_checkpoint)
+        if sha and family_done(family_folder(cfg, fam, sha), sorted(layers)):
+            families[key] = 0.0
             continue
-        families[(run_dir, fam)] = est.family(cell.config, fam, len(layers), run_dir)
-        students[(run_dir, fam)] = len(layers)
-        decoder_side[run_dir] = decoder_side.get(run_dir, False) or fam.site != "encoder.self"
+        families[key] = est.family(cfg, fam, len(layers), run_dir)
+        students[key] = len(layers)
+        call = (run_dir, users[key][0].overrides) if together else key
+        call_of[key] = call
+        config_of_call.setdefault(call, users[key][0])
+        decoder_side[call] = decoder_side.get(call, False) or fam.site != "encoder.self"
     passes = {
-        run_dir: est.teacher_passes(config_of[run_dir].config, decoder, run_dir)
-        for run_dir, decoder in decoder_side.items()
+        call: est.teacher_passes(config_of_call[call].config, decoder, call[0])
+        for call, decoder in decoder_side.items()
     }
+    callers: dict[Hashable, set[str]] = {}
+    for key, call in call_of.items():
+        callers.setdefault(call, set()).update(c.id for c in users[key])
     evals = {c.id: est.cell_eval(c) for c in pending}
     per_teacher: dict[Path, int] = {}
     for c in pending:
@@ -291,12 +319,13 @@ def make_plan(
     cell_seconds = {}
     for c in pending:
         run_dir = c.teacher_dir
-        share = evals[c.id]
-        share += (teachers[run_dir] + passes.get(run_dir, 0.0)) / per_teacher[run_dir]
+        share = evals[c.id] + teachers[run_dir] / per_teacher[run_dir]
+        share += sum(passes[call] / len(ids) for call, ids in callers.items() if c.id in ids)
         for fam in c.families():
-            share += families[(run_dir, fam)] / len(users[(run_dir, fam)])
+            key = family_key(c.config, fam)
+            share += families[key] / len(users[key])
         cell_seconds[c.id] = share
-    return Plan(cells, done, teachers, families, students, passes, evals, cell_seconds)
+    return Plan(cells, done, teachers, families, students, passes, call_of, evals, cell_seconds)
 
 
 def fmt_seconds(seconds: float) -> str:

@@ -21,7 +21,7 @@ from attnless.rundir import RunDir, StudentFolder
 from attnless.runs import write_text
 from attnless.sweep import shipped
 from attnless.sweep.cells import Cell, expand, filter_cells, shard_cells
-from attnless.sweep.costs import CostModel, Plan, fmt_seconds, make_plan
+from attnless.sweep.costs import CostModel, Plan, family_key, fmt_seconds, make_plan
 from attnless.sweep.locks import Lock
 from attnless.sweep.results import append_result, cell_record, teacher_record, timestamp
 from attnless.sweep.spec import Spec
@@ -51,6 +51,7 @@ class Sweep:
         say: Callable[[str], None] | None = None,
         teachers: str | Path | None = None,
         only: list[str] | None = None,
+        together: bool = False,
     ) -> None:
         self.spec = spec
         self.out = Path(out) if out is not None else Path("sweeps") / spec.name
@@ -65,6 +66,8 @@ class Sweep:
         self.poll = poll if poll is not None else spec.base_config().runtime.sweep_poll_s
         self.mine = filter_cells(shard_cells(self.cells, shard), only or [])
         self.results_path = self.out / "results.jsonl"
+        # distil the students of all of a teacher's pending cells first, in shared calls
+        self.together = together
 
     # ---------------------------------------------------------------- state
 
@@ -94,7 +97,8 @@ class Sweep:
         model = model or self.cost_model()
         done = self.done_ids(records)
         copies = self.copies(done) if copies is None else copies
-        return make_plan(self.mine, done | set(copies), self.teacher_steps(records), model)
+        steps = self.teacher_steps(records)
+        return make_plan(self.mine, done | set(copies), steps, model, self.together)
 
     # ---------------------------------------------------------------- sibling ledgers
 
@@ -164,7 +168,7 @@ class Sweep:
             group = f"{cell.test_group:>5}  " * grouped  # test pairs joined k at a time
             lines.append(
                 f"{cell.index:>4}  {cell.id:12}  {status:7}  {cell.corpus:9}  "
-                f"{cell.direction:5}  {cell.variant:32}  {cell.size:4}  "
+                f"{cell.direction:5}  {cell.described:32}  {cell.size:4}  "
                 f"{str(cell.layers):8}  {group}{est:>8}"
             )
         to_train = [d for d, s in plan.teachers.items() if s > 0]
@@ -219,9 +223,8 @@ class Sweep:
                 self._copy(cell, *copies[cell.id])
         if not pending:
             return self.counts
-        plan = make_plan(
-            self.mine, done | set(copies), self.teacher_steps(records), self.cost_model()
-        )
+        steps = self.teacher_steps(records)
+        plan = make_plan(self.mine, done | set(copies), steps, self.cost_model(), self.together)
         self._clock = {"start": time.monotonic(), "estimated_done": 0.0, "plan": plan}
         self._finished = len(self.mine) - len(pending)
         groups: dict[Path, list[Cell]] = {}
@@ -242,9 +245,17 @@ class Sweep:
         cell = group[0]
         teacher = self._ensure_teacher(cell)
         lock.release()
-        # one cell at a time, scored and appended to the ledger as soon as its students exist
-        # (a long run that is stopped keeps every finished cell; sharing the teacher passes
-        # of several cells would save little: a teacher pass costs far less than the students)
+        if self.together:
+            # the students of every cell first, in calls that share each batch's teacher pass
+            # (bit-identical students; a decoder-side call spends most of its time in teacher
+            # passes), one call per grid "set" (other distill settings, other students)
+            by_settings: dict[tuple[str, ...], list[Cell]] = {}
+            for cell in group:
+                by_settings.setdefault(cell.overrides, []).append(cell)
+            for cells in by_settings.values():
+                self._ensure_students(cells, teacher)
+        # then one cell at a time, scored and appended to the ledger as soon as its students
+        # exist (a long run that is stopped keeps every finished cell)
         for cell in group:
             students = self._ensure_students([cell], teacher)
             self._evaluate(cell, teacher, students)
@@ -387,9 +398,12 @@ class Sweep:
                         "finished_at": timestamp(),
                     },
                 )
-                cost = self._clock["plan"].families.get((cfg.run_dir(), fam), 0.0)
+                cost = self._clock["plan"].families.get(family_key(cfg, fam), 0.0)
                 self._advance_estimate(cost)
-            self._advance_estimate(self._clock["plan"].passes.pop(cfg.run_dir(), 0.0))
+            plan = self._clock["plan"]
+            for fam in fams:  # the passes of this call (and of calls it replaced)
+                call = plan.call_of.get(family_key(cfg, fam))
+                self._advance_estimate(plan.passes.pop(call, 0.0))
 
     # ---------------------------------------------------------------- cells
 

@@ -27,7 +27,7 @@ from attnless.model.sites import METHODS, SITES, SIZES, ReplacementError, get_me
 from attnless.replacement import LayerSet, Replacement
 
 SPEC_KEYS = ("name", "description", "preset", "grid", "set")
-GRID_KEYS = ("corpus", "direction", "replace", "size", "layers", "test_group")
+GRID_KEYS = ("corpus", "direction", "replace", "size", "layers", "test_group", "set")
 GRID_EXAMPLES = {
     "corpus": "[multi30k]",
     "direction": "[de-en, en-de]",
@@ -35,6 +35,7 @@ GRID_EXAMPLES = {
     "size": "[XS, S, M, L]",
     "layers": "[all]",
     "test_group": "[1, 2, 3, 4]",
+    "set": "[distill.cross_causal=false]",
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 DIRECTION_RE = re.compile(r"^([a-z]{2,3})-([a-z]{2,3})$")
@@ -69,7 +70,7 @@ class Spec:
     name: str
     preset: str
     preset_path: Path
-    grids: list[dict[str, list[Any]]]
+    grids: list[dict[str, list[Any]]]  # a grid's "set": overrides of its cells only
     overrides: list[str]
     description: str = ""
     source: str = "<spec>"
@@ -152,6 +153,7 @@ class Grid(BaseModel):
     size: list[Text]
     layers: list[Text] | None = None
     test_group: list[Any] | None = None
+    set: list[Annotated[str, Strict()]] | None = None  # overrides for this grid's cells only
 
     @field_validator("*", mode="before")
     @classmethod
@@ -360,6 +362,9 @@ def spec_from_dict(
         grids.append(_typed({k: v for k, v in grid.items() if v is not None}, where))
     all_overrides = spec.set + list(overrides or [])
     _check_overrides(all_overrides, grids, source)
+    for i, grid in enumerate(grids):
+        where = f"{source}: grid[{i}].set" if listed else f"{source}: grid.set"
+        _check_overrides(grid.get("set", []), grids, where)
     result = Spec(
         name=name,
         preset=preset,
@@ -371,6 +376,13 @@ def spec_from_dict(
         listed=listed,
     )
     result.base_config()  # every override must make a valid config
+    for i, grid in enumerate(grids):
+        if grid.get("set"):
+            where = f"{source}: grid[{i}].set" if listed else f"{source}: grid.set"
+            try:
+                config_mod.from_dict(result.base_values(), where, grid["set"])
+            except ConfigError as err:
+                raise SpecError(f"{where}: {err}") from None
     return result
 
 
