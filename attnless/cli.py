@@ -429,7 +429,7 @@ def sweep(
         typer.Option(
             help="Run only the cells with these grid values, key=value[,value], repeatable: "
             "--only direction=de-en --only size=XS,S (keys: corpus, direction, replace, size, "
-            "layers, test_group).",
+            "layers, test_group, cell: ids as --dry-run lists them).",
         ),
     ] = None,
     together: Annotated[

@@ -624,6 +624,7 @@ def test_a_list_of_grids_is_the_union_of_their_cells(tmp_path: Path) -> None:
 def test_a_grid_set_applies_to_its_own_cells_only() -> None:
     """Table C's cross-attention in the paper's mode: a grid of its own whose ``set`` reaches
     only its cells, which get their own ids, label, students and plan entries."""
+    from attnless.sweep.cells import filter_cells
     from attnless.sweep.costs import CostModel, family_key, make_plan
     from attnless.sweep.students import family_folder
 
@@ -650,6 +651,9 @@ def test_a_grid_set_applies_to_its_own_cells_only() -> None:
         yaml.safe_load(yaml.safe_dump(spec.to_dict())), "spec.yaml", REPO / "experiments"
     )
     assert [c.id for c in expand(again)] == [causal.id, paper.id]
+    assert filter_cells([causal, paper], [f"cell={paper.id}"]) == [paper]  # one of the two
+    with pytest.raises(SpecError, match="--only cell=0123: no cell has it"):
+        filter_cells([causal, paper], ["cell=0123"])
     # the committed Table C: its 64 cells as before, then cross-attention in paper mode
     table = expand(load_spec(REPO / "experiments" / "decoder.yaml"))
     assert len(table) == 68 and {c.label for c in table[64:]} == {"ALR cross (paper mode)"}

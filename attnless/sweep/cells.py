@@ -224,14 +224,14 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     return [c for c in cells if c.index % n == i]
 
 
-FILTER_KEYS = ("corpus", "direction", "replace", "size", "layers", "test_group")
+FILTER_KEYS = ("corpus", "direction", "replace", "size", "layers", "test_group", "cell")
 
 
 def filter_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
     """The cells matching every ``key=value[,value]`` of ``only`` (keys: corpus, direction,
-    replace, size, layers, test_group; ``replace`` values join a variant's entries with ``+``, e.g.
-    ``replace=encoder.self=alr``). Cell ids do not change, so a filtered run fills the same
-    ledger as the whole sweep."""
+    replace, size, layers, test_group, cell; ``replace`` values join a variant's entries with
+    ``+``, e.g. ``replace=encoder.self=alr``; ``cell`` takes ids as ``--dry-run`` lists them).
+    Cell ids do not change, so a filtered run fills the same ledger as the whole sweep."""
     wanted: dict[str, set[str]] = {}
     for text in only:
         key, eq, values = text.partition("=")
@@ -249,6 +249,8 @@ def filter_cells(cells: list[Cell], only: list[str]) -> list[Cell]:
         wanted["test_group"] = {str(int(v)) if v.isdigit() else v for v in wanted["test_group"]}
 
     def value(cell: Cell, key: str) -> str:
+        if key == "cell":
+            return cell.id
         return cell.variant if key == "replace" else str(getattr(cell, key))
 
     kept = [c for c in cells if all(value(c, k) in v for k, v in wanted.items())]
