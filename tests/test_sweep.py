@@ -391,9 +391,8 @@ def test_together_shares_the_teacher_passes_and_distils_the_same_students(
         together = tmp_path / "together"
         shutil.copytree(separate / "teachers", together / "teachers")  # the same teacher
         passes.clear()
-        runner = Sweep(load_spec(spec), together / "dec", together / "runs", progress=False)
-        runner.together = True
-        runner.run()
+        out, runs_dir = together / "dec", together / "runs"
+        Sweep(load_spec(spec), out, runs_dir, progress=False, together=True).run()
         runs["together"] = passes.copy()
     finally:
         torch.set_num_threads(threads)

@@ -275,10 +275,8 @@ def make_plan(
     teachers: dict[Path, float] = {}
     needed: dict[FamilyKey, set[int]] = {}
     users: dict[FamilyKey, list[Cell]] = {}
-    config_of: dict[Path, Cell] = {}
     for cell in pending:
         run_dir = cell.teacher_dir
-        config_of.setdefault(run_dir, cell)
         if run_dir not in teachers:
             scored = RunDir(run_dir).eval_dir(RunDir.teacher_variant("best")).is_dir()
             trained = cell.teacher in teacher_steps or scored
