@@ -92,10 +92,25 @@ def _spec(sweep_dir: Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         return {}
+    grids = values.get("grid")
+    grids = [g for g in grids if isinstance(g, dict)] if isinstance(grids, list) else [grids]
+    labels: list[str] = []  # the variants' report labels, in order, each grid with its own set
+    for grid in grids:
+        if not isinstance(grid, dict):
+            continue
+        try:
+            own = config_mod.apply_overrides({}, [str(s) for s in grid.get("set") or []])
+        except ConfigError:
+            own = {}
+        causal = (own.get("distill") or {}).get("cross_causal", True) is not False
+        for variant in grid.get("replace") or []:
+            label = variant_label(variant if isinstance(variant, list) else [variant], causal)
+            labels += [label] if label not in labels else []
+    values["variants"] = labels
     if isinstance(values.get("grid"), list):  # a list of grids: each key's values, in order
         merged: dict[str, list] = {}
-        for grid in values["grid"]:
-            for key, items in (grid if isinstance(grid, dict) else {}).items():
+        for grid in grids:
+            for key, items in grid.items():
                 known = merged.setdefault(key, [])
                 known += [v for v in items or [] if v not in known]
         values["grid"] = merged
@@ -815,7 +830,7 @@ def report(
     replace = [v if isinstance(v, list) else [v] for v in grid.get("replace") or []]
     order = {
         "direction": list(grid.get("direction") or []),
-        "variant": [variant_label(v) for v in replace],
+        "variant": list(spec.get("variants") or []),
         "size": [str(size) for size in grid.get("size") or []],
     }
     name = spec.get("name") or sweep_dir.name

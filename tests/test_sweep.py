@@ -620,7 +620,7 @@ def test_a_list_of_grids_is_the_union_of_their_cells(tmp_path: Path) -> None:
     assert merged["replace"] == [["encoder.self=alr"], ["encoder.self=elr"]]
 
 
-def test_a_grid_set_applies_to_its_own_cells_only() -> None:
+def test_a_grid_set_applies_to_its_own_cells_only(tmp_path: Path) -> None:
     """Table C's cross-attention in the paper's mode: a grid of its own whose ``set`` reaches
     only its cells, which get their own ids, label, students and plan entries."""
     from attnless.sweep.cells import filter_cells
@@ -650,6 +650,10 @@ def test_a_grid_set_applies_to_its_own_cells_only() -> None:
         yaml.safe_load(yaml.safe_dump(spec.to_dict())), "spec.yaml", REPO / "experiments"
     )
     assert [c.id for c in expand(again)] == [causal.id, paper.id]
+    from attnless.report import _spec as report_spec
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict()))
+    assert report_spec(tmp_path)["variants"] == ["ALR cross", "ALR cross (paper mode)"]
     assert filter_cells([causal, paper], [f"cell={paper.id}"]) == [paper]  # one of the two
     with pytest.raises(SpecError, match="--only cell=0123: no cell has it"):
         filter_cells([causal, paper], ["cell=0123"])
