@@ -50,6 +50,24 @@ def student_flops(key: str, size: str, length: int, n: int, d_model: int, heads:
     return net.flops(length)
 
 
+def student_work(
+    key: str, size: str, length: int, n: int, d_model: int, heads: int, causal: bool = True
+) -> tuple[int, int]:
+    """(FLOPs, per-position hidden activations) of one student of method ``key`` (one layer)
+    on one sentence of ``length`` positions: FLOPs as :func:`student_flops`; the hidden
+    activations of the networks that run once per position (decoder self-attention, causal
+    cross-attention: ``length x H``), 0 for the others. ``length`` is capped at ``n``."""
+    import torch
+
+    method = METHODS[key]
+    if method.fixed_length:
+        length = min(length, n)
+    with torch.device("meta"):
+        net = method.build(n, d_model, size, {"heads": heads, "causal": causal})
+    per_position = getattr(net, "hidden_values", None)
+    return net.flops(length), per_position(length) if per_position else 0
+
+
 def replaced_flops(key: str, d_model: int, heads: int, length: int) -> int | None:
     """FLOPs of the teacher module a student of method ``key`` replaces, on one sentence of
     ``length`` positions, where it has a count (the attention cores); else None."""

@@ -431,6 +431,11 @@ class CausalFixedLengthFF(_PrefixFF):
         """Each position's columns of Linear1 once, and Linear2 (H -> d) per position."""
         return 4 * length * self.d_model * self.ff.hidden
 
+    def hidden_values(self, length: int) -> int:
+        """Hidden activations of one sentence of ``length``: H per position (the network runs
+        once per position), the elementwise work that dominates its training step."""
+        return length * self.ff.hidden
+
 
 class CrossFixedLengthFF(_PrefixFF, CrossAttentionInterface):
     """Cross-attention core replacement (ALR site): ``[enc (n*d) ; dec (n*d)] -> H -> n*d``.
@@ -482,3 +487,7 @@ class CrossFixedLengthFF(_PrefixFF, CrossAttentionInterface):
         network (causal) or one pass over all decoder columns and T*d outputs (paper mode)."""
         width = length * self.d_model
         return 2 * width * self.ff.hidden + 4 * width * self.ff.hidden
+
+    def hidden_values(self, length: int) -> int:
+        """Hidden activations of one sentence of ``length``: H per position (causal), or H."""
+        return (length if self.causal else 1) * self.ff.hidden

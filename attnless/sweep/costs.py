@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnless.config import Config
-from attnless.params import student_params, student_shape, teacher_params
+from attnless.params import student_params, student_shape, student_work, teacher_params
 from attnless.replacement import Family
 from attnless.rundir import RunDir
 from attnless.runs import fingerprint, read_json
@@ -36,13 +36,15 @@ class CostModel:
 
     - teacher training: ``6 x params x tokens`` FLOPs per epoch (encoder params x source tokens,
       decoder + generator params x target tokens) at ``teacher_flops``, plus 3% validation;
-    - distillation: per epoch, one teacher forward pass (``2 x params x tokens``) at
-      ``forward_flops``; per student, ``6 x its params`` FLOPs per training sentence (the
-      flattened sentence is one input vector) times :func:`computed_fraction` (the networks
-      multiply only the positions present) at ``student_flops``, ``vector_seconds`` per
-      element of its LayerNorm/bias vectors per sentence (the elementwise work that dominates
-      the XS and S students), ``adam_seconds`` per parameter per optimizer step, and a third of
-      the per-sentence cost per validation sentence;
+    - distillation: per distill call and epoch, one teacher forward pass (``2 x params x
+      tokens``) at ``forward_flops``; per student, 3 x its forward FLOPs on a sentence of the
+      batches' longest length (the network's ``flops``; the networks multiply only the
+      positions present) per training sentence at ``student_flops``, ``hidden_seconds`` per
+      hidden activation of the networks that run once per position (decoder self-attention,
+      causal cross-attention: length x H per sentence), ``vector_seconds`` per element of its
+      LayerNorm/bias vectors per sentence (the elementwise work that dominates the XS and S
+      students), ``adam_seconds`` per parameter per optimizer step, and a third of the
+      per-sentence cost per validation sentence;
     - evaluation: greedy decoding of the test set at ``decode_sentences`` per second for a
       teacher of the paper's size (scaled by teacher parameters), per cell and once per teacher;
     - ``step_overhead`` seconds per optimizer step (kernel launches; matters on GPUs).
@@ -51,7 +53,9 @@ class CostModel:
     rates are rounded from one 2-core AMD EPYC (AVX512-BF16, bf16 autocast; the paper's
     teacher trained at 4,170 target tokens/s there, 9.6e10 FLOP/s; students' forward +
     backward at about 3e11 FLOP/s; elementwise work about 1.2 ns per vector element and
-    sentence; Adam 2.1 ns per parameter and step; greedy decoding about 200 sentences/s on
+    sentence; 7.5 ns per per-position hidden activation (fitted to the measured steps of
+    decoder self-attention L and cross-attention M, L and paper-mode M students within 5%,
+    tcmalloc); Adam 2.1 ns per parameter and step; greedy decoding about 200 sentences/s on
     Multi30k) and scaled linearly by the number of threads (optimistic beyond a few cores);
     an Intel Xeon without fast bf16 runs about 0.8x these, an AMD Zen 3 without AVX512 about
     0.45x. The GPU rates are assumptions for one H100-class GPU. Compare an estimate with the
@@ -67,6 +71,7 @@ class CostModel:
     adam_seconds: float
     decode_sentences: float
     step_overhead: float
+    hidden_seconds: float
 
     @classmethod
     def for_machine(cls, device: str = "auto", threads: int | None = None) -> CostModel:
@@ -75,10 +80,11 @@ class CostModel:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda"):
-            return cls("cuda", 0, 1.0e12, 5.0e12, 2.0e14, 5e-12, 1e-11, 1500.0, 0.02)
+            return cls("cuda", 0, 1.0e12, 5.0e12, 2.0e14, 5e-12, 1e-11, 1500.0, 0.02, 5e-12)
         threads = threads or torch.get_num_threads()
         k = threads / 2
         teacher, forward, students, vector, adam, decode = 9.6e10, 8e10, 2.5e11, 1.5e-9, 2.1e-9, 200
+        hidden = 7.5e-9
         return cls(
             "cpu",
             threads,
@@ -89,6 +95,7 @@ class CostModel:
             adam / k,
             decode * k,
             0.0,
+            hidden / k,
         )
 
     def describe(self) -> str:
@@ -96,7 +103,8 @@ class CostModel:
         return (
             f"{where}: teacher training {self.teacher_flops:.2g} FLOP/s, teacher forward "
             f"{self.forward_flops:.2g} FLOP/s, students {self.student_flops:.2g} FLOP/s + "
-            f"{self.vector_seconds:.2g} s per vector element + Adam {self.adam_seconds:.2g} s "
+            f"{self.vector_seconds:.2g} s per vector element + {self.hidden_seconds:.2g} s per "
+            f"per-position hidden value + Adam {self.adam_seconds:.2g} s "
             "per parameter and step, decoding "
             f"{self.decode_sentences:.0f} sentences/s (paper-size teacher)"
         )
@@ -192,11 +200,15 @@ class Estimator:
     ) -> float:
         """Distilling one (site, method, size) at ``layers`` layers, without teacher passes."""
         s = corpus_sizes(cfg, run_dir)
-        m = cfg.model
-        params, vectors = student_shape(family.key, family.size, cfg.distill.n, m.d_model, m.heads)
-        computed = computed_fraction(s, cfg.distill.n, family.site)
+        m, n = cfg.model, cfg.distill.n
+        params, vectors = student_shape(family.key, family.size, n, m.d_model, m.heads)
+        length = max(1, round(computed_fraction(s, n, family.site) * n))  # longest in a batch
+        causal = cfg.distill.cross_causal
+        flops, hidden = student_work(family.key, family.size, length, n, m.d_model, m.heads, causal)
         per_sentence = (
-            6 * params * computed / self.model.student_flops + vectors * self.model.vector_seconds
+            3 * flops / self.model.student_flops
+            + hidden * self.model.hidden_seconds
+            + vectors * self.model.vector_seconds
         )
         epochs = self._distill_epochs(cfg, s["train"])
         valid = s["valid"] if cfg.distill.validate_every_epoch else 0
