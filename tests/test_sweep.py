@@ -362,8 +362,6 @@ def test_together_shares_the_teacher_passes_and_distils_the_same_students(
     """``--together``: one distill call for the students of all of a teacher's cells (one
     teacher pass per batch instead of one per family), bit-identical students and the same
     lines; cells with their own grid ``set`` get calls (and students) of their own."""
-    import shutil
-
     from attnless.distill import Distiller
 
     monkeypatch.setenv("ATTNLESS_DATA", str(data_dir))
