@@ -78,9 +78,10 @@ def test_committed_ledger_costs_come_from_the_shipped_teacher(tmp_path: Path) ->
     lines = (committed / "encoder" / "results.jsonl").read_text().splitlines()
     records = [{**json.loads(line), "run_dir": str(tmp_path / "gone")} for line in lines]
     (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    shipped = tmp_path / "multi30k" / "teachers" / "de-en"
-    shipped.mkdir(parents=True)
-    (shipped / "data.json").write_text((committed / "teachers/de-en/data.json").read_text())
+    for teacher in (committed / "teachers").iterdir():  # every shipped direction
+        shipped = tmp_path / "multi30k" / "teachers" / teacher.name
+        shipped.mkdir(parents=True)
+        (shipped / "data.json").write_text((teacher / "data.json").read_text())
     report(sweep)
     costs = (sweep / "report" / "inference_cost.csv").read_text().splitlines()[1:]
     assert costs and all(re.search(r",\d[\d.]* / (\d[\d.]*|-),", row) for row in costs), costs
