@@ -10,17 +10,26 @@ from attnless.config import Config
 from attnless.model.sites import METHODS
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from attnless.model import Seq2SeqTransformer
+
+
+def _meta_student(
+    key: str, size: str, n: int, d_model: int, heads: int, causal: bool = True
+) -> nn.Module:
+    """One student of method ``key`` built on the meta device (no memory, even at XL)."""
+    import torch
+
+    with torch.device("meta"):
+        return METHODS[key].build(n, d_model, size, {"heads": heads, "causal": causal})
 
 
 @functools.cache
 def student_shape(key: str, size: str, n: int, d_model: int, heads: int) -> tuple[int, int]:
     """(parameters, LayerNorm/bias vector elements) of one student of method ``key`` (one
-    layer), built on the meta device, so even XL students cost no memory."""
-    import torch
-
-    with torch.device("meta"):
-        net = METHODS[key].build(n, d_model, size, {"heads": heads, "causal": True})
+    layer)."""
+    net = _meta_student(key, size, n, d_model, heads)
     total = vectors = 0
     for name, param in net.named_parameters():
         total += param.numel()
@@ -38,16 +47,11 @@ def student_flops(key: str, size: str, length: int, n: int, d_model: int, heads:
     """FLOPs (2 x multiply-adds of the matrix products) of one student of method ``key`` (one
     layer) on one sentence of ``length`` positions: its ``flops`` method, see
     :mod:`attnless.model.mixers`. A length-capped student cannot read more than ``n``."""
-    import torch
-
     from attnless.model.replacements import SequenceTooLong
 
-    method = METHODS[key]
-    if method.fixed_length and length > n:
+    if METHODS[key].fixed_length and length > n:
         raise SequenceTooLong(f"{key}: {length} positions do not fit n={n}")
-    with torch.device("meta"):
-        net = method.build(n, d_model, size, {"heads": heads, "causal": True})
-    return net.flops(length)
+    return _meta_student(key, size, n, d_model, heads).flops(length)
 
 
 def student_work(
@@ -57,13 +61,9 @@ def student_work(
     on one sentence of ``length`` positions: FLOPs as :func:`student_flops`; the hidden
     activations of the networks that run once per position (decoder self-attention, causal
     cross-attention: ``length x H``), 0 for the others. ``length`` is capped at ``n``."""
-    import torch
-
-    method = METHODS[key]
-    if method.fixed_length:
+    if METHODS[key].fixed_length:
         length = min(length, n)
-    with torch.device("meta"):
-        net = method.build(n, d_model, size, {"heads": heads, "causal": causal})
+    net = _meta_student(key, size, n, d_model, heads, causal)
     per_position = getattr(net, "hidden_values", None)
     return net.flops(length), per_position(length) if per_position else 0
 

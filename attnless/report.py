@@ -46,7 +46,14 @@ from attnless.findings import findings_markdown
 from attnless.model.sites import METHODS, SIZES, ReplacementError
 from attnless.params import inference_flops, replaced_params, student_params
 from attnless.replacement import LayerSet
-from attnless.results import SITE_SHORT, ResultRow, read_results, result_rows, variant_label
+from attnless.results import (
+    SITE_SHORT,
+    ResultRow,
+    cross_causal_of,
+    read_results,
+    result_rows,
+    variant_label,
+)
 from attnless.runs import atomic_open, read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -102,7 +109,7 @@ def _spec(sweep_dir: Path) -> dict[str, Any]:
             own = config_mod.apply_overrides({}, [str(s) for s in grid.get("set") or []])
         except ConfigError:
             own = {}
-        causal = (own.get("distill") or {}).get("cross_causal", True) is not False
+        causal = cross_causal_of(own)
         for variant in grid.get("replace") or []:
             label = variant_label(variant if isinstance(variant, list) else [variant], causal)
             labels += [label] if label not in labels else []

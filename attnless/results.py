@@ -60,7 +60,7 @@ def variant_label(replace: Iterable[Replacement | str], cross_causal: bool = Tru
     return " + ".join(labels)
 
 
-def _cross_causal(config: Mapping[str, Any] | None) -> bool:
+def cross_causal_of(config: Mapping[str, Any] | None) -> bool:
     """A recorded config's ``distill.cross_causal`` (true when it does not say)."""
     distill = (config or {}).get("distill") or {}
     return distill.get("cross_causal", True) is not False
@@ -147,7 +147,7 @@ class ResultRow:
             common |= {k: record.get(k) for k in CELL_KEYS}
             common |= {k: times.get(k) for k in TIME_KEYS} | {k: model.get(k) for k in MODEL_KEYS}
             common |= {
-                "variant": record.get("variant") or variant_label(replace, _cross_causal(config)),
+                "variant": record.get("variant") or variant_label(replace, cross_causal_of(config)),
                 "replace": "+".join(replace),
                 "layers": str(record.get("layers")),
             }

@@ -193,8 +193,10 @@ def expand(spec: Spec, runs: str | Path = "sweeps/runs") -> list[Cell]:
             cfg.name = f"{preset_name}-{tid}"
             cfg.run_root = str(runs)
             cfg.dir = None
-            cell = Cell(len(cells), "", corpus, direction, replace, size, layers, tid, cfg, group)
-            cell.overrides = tuple(grid.get("set") or ())
+            own = tuple(grid.get("set") or ())  # the grid's own overrides
+            cell = Cell(
+                len(cells), "", corpus, direction, replace, size, layers, tid, cfg, group, own
+            )
             to_config(cfg.distill, cell.replacements, layers)  # the config a results line records
             to_config(cfg.eval, cell.replacements, layers)
             # the id hashes the grid values as text (the spec's spelling, canonical for layers)

@@ -362,9 +362,6 @@ def spec_from_dict(
         grids.append(_typed({k: v for k, v in grid.items() if v is not None}, where))
     all_overrides = spec.set + list(overrides or [])
     _check_overrides(all_overrides, grids, source)
-    for i, grid in enumerate(grids):
-        where = f"{source}: grid[{i}].set" if listed else f"{source}: grid.set"
-        _check_overrides(grid.get("set", []), grids, where)
     result = Spec(
         name=name,
         preset=preset,
@@ -376,9 +373,10 @@ def spec_from_dict(
         listed=listed,
     )
     result.base_config()  # every override must make a valid config
-    for i, grid in enumerate(grids):
+    for i, grid in enumerate(grids):  # a grid's own overrides: the same rules, its cells only
         if grid.get("set"):
             where = f"{source}: grid[{i}].set" if listed else f"{source}: grid.set"
+            _check_overrides(grid["set"], grids, where)
             try:
                 config_mod.from_dict(result.base_values(), where, grid["set"])
             except ConfigError as err:
