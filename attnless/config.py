@@ -199,6 +199,9 @@ class RuntimeConfig(Section):
     threads: Int | None = None  # torch intra-op threads; default: all cores
     sweep_poll_s: Float = 5.0  # seconds between looks at work another sweep process holds
     distill_memory_gb: Float | None = None  # students per distill call; default: half the memory
+    # a hybrid's evaluation times its greedy decoding against its teacher's on the same sources,
+    # alternating, best of this many passes each (0: no timing, no teacher speed recorded)
+    speed_rounds: Int = 2
 
 
 class Config(Section):

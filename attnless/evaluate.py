@@ -108,9 +108,7 @@ def translate_hybrid_ids(
     networks' n positions (encoder-side students) are translated by ``teacher`` and counted.
     Statistics: the hybrid's own decoding speed, ``teacher_fallback``, ``length_capped``."""
     n = hybrid.n
-    fits = [not hybrid.encoder_side or len(ids) <= n for ids in src_ids]
-    inside = [i for i, ok in enumerate(fits) if ok]
-    outside = [i for i, ok in enumerate(fits) if not ok]
+    inside, outside = _split_by_fit(hybrid, src_ids)
     positions = n if hybrid.decoder_side else None
     hyp_in, seconds = translate_ids(
         hybrid.model, [src_ids[i] for i in inside], cfg, progress, positions
@@ -123,6 +121,32 @@ def translate_hybrid_ids(
     stats["teacher_fallback"] = len(outside)
     stats["length_capped"] = sum(len(h) >= n - 1 for h in hyp_in) if hybrid.decoder_side else 0
     return hyp_ids, stats
+
+
+def _split_by_fit(hybrid: Any, src_ids: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Indices of the sources ``hybrid`` reads itself, and of those longer than its encoder-side
+    networks' n positions (translated by the teacher)."""
+    fits = [not hybrid.encoder_side or len(ids) <= hybrid.n for ids in src_ids]
+    return [i for i, ok in enumerate(fits) if ok], [i for i, ok in enumerate(fits) if not ok]
+
+
+def speed_side_by_side(
+    hybrid: Any, teacher: torch.nn.Module, src_ids: list[list[int]], cfg: Config, rounds: int
+) -> dict[str, Any]:
+    """Greedy decoding speed of ``hybrid`` and of its ``teacher`` on the same sources (those the
+    hybrid reads itself), timed in alternation in this process, best of ``rounds`` passes each:
+    a ratio that machine load, warm-up and another machine's numbers cannot skew."""
+    sources = [src_ids[i] for i in _split_by_fit(hybrid, src_ids)[0]]
+    positions = hybrid.n if hybrid.decoder_side else None
+    best = {"hybrid": float("inf"), "teacher": float("inf")}
+    for _ in range(rounds):
+        for name, model, limit in (("teacher", teacher, None), ("hybrid", hybrid.model, positions)):
+            best[name] = min(best[name], translate_ids(model, sources, cfg, max_positions=limit)[1])
+    return {
+        "sentences_per_s": len(sources) / max(best["hybrid"], 1e-9),
+        "teacher_sentences_per_s": len(sources) / max(best["teacher"], 1e-9),
+        "speed_rounds": rounds,
+    }
 
 
 def translate_lines(
@@ -271,9 +295,8 @@ def evaluate_hybrid(
     results = []
     for split in splits:
         text = texts.get(split) or load_split(cfg.data, split)
-        hyp_ids, stats = translate_hybrid_ids(
-            hybrid, teacher, tokenizer.encode_src(text.src), cfg, progress
-        )
+        src_ids = tokenizer.encode_src(text.src)
+        hyp_ids, stats = translate_hybrid_ids(hybrid, teacher, src_ids, cfg, progress)
         hyps = tokenizer.decode_tgt(hyp_ids)
         teacher_result = teacher_scores(cfg, split, which, progress, texts.get(split))
         result = _base_record(cfg, split, text, variant)
@@ -284,7 +307,9 @@ def evaluate_hybrid(
             result["teacher_chrf"] = teacher_result["chrf"]
         result.update(info)
         result.update(stats)
-        result["teacher_sentences_per_s"] = teacher_result.get("sentences_per_s")
+        if cfg.runtime.speed_rounds:
+            rounds = cfg.runtime.speed_rounds
+            result.update(speed_side_by_side(hybrid, teacher, src_ids, cfg, rounds))
         result.update({"checkpoint": which, "step": step})
         results.append(_write(cfg, variant, split, hyps, result))
     return results

@@ -563,6 +563,14 @@ def _flops_text(row: Any, lengths: tuple[float, float] | None) -> str:
     return f"{network / 1e6:.3g} / " + ("-" if replaced is None else f"{replaced / 1e6:.3g}")
 
 
+def _speed_text(speed: float | None, teacher: float | None, rounds: float | None) -> str:
+    """``hybrid / teacher (ratio)``, starred unless both were timed side by side."""
+    if not speed or not teacher or pd.isna(speed) or pd.isna(teacher):
+        return ""
+    star = "" if rounds and not pd.isna(rounds) else "*"
+    return f"{speed:.1f} / {teacher:.1f} ({speed / teacher:.2f}x{star})"
+
+
 def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, str] | None:
     """What each hybrid costs at inference: parameters of its replacement networks against
     the teacher modules they replace, and measured greedy decoding speed against the
@@ -590,8 +598,10 @@ def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, 
                 for row in rows.itertuples(index=False)
             ],
             "greedy sent/s (hybrid / teacher)": [
-                f"{speed:.1f} / {teacher:.1f} ({speed / teacher:.2f}x)" if speed and teacher else ""
-                for speed, teacher in zip(rows.sentences_per_s, rows.teacher_sentences_per_s)
+                _speed_text(speed, teacher, rounds)
+                for speed, teacher, rounds in zip(
+                    rows.sentences_per_s, rows.teacher_sentences_per_s, rows.speed_rounds
+                )
             ],
         },
         dtype=object,
@@ -606,8 +616,11 @@ def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, 
             "parameters they replace; FLOPs of those networks and of the teacher modules they "
             "replace for a sentence of the training set's mean lengths (2 per multiply-add of "
             "the matmuls; `attnless.params.inference_flops`); greedy decoding speed of "
-            "the test set with the hybrid and with the teacher, measured in the same "
-            "evaluation.",
+            "the test set with the hybrid and with the teacher, timed in alternation in the "
+            "cell's evaluation, best of `speed_rounds` passes each. Marked *: a row recorded "
+            "before side-by-side timing, whose teacher speed is the teacher's stored "
+            "evaluation (another process, possibly another machine), so its ratio is only "
+            "indicative.",
         ]
     )
     return text, _csv(table)

@@ -29,7 +29,7 @@ SITE_SHORT = {"encoder.self": "enc self", "decoder.self": "dec self", "decoder.c
 SCORE_KEYS = ("split", "test_set", "bleu", "chrf", "bleu_signature", "chrf_signature")
 SCORE_KEYS += ("sentences", "sentences_per_s")
 HYBRID_KEYS = ("teacher_bleu", "teacher_chrf", "relative_bleu", "teacher_fallback")
-HYBRID_KEYS += ("length_capped",)
+HYBRID_KEYS += ("length_capped", "teacher_sentences_per_s", "speed_rounds")
 # What a row takes from a cell's line, from its ``times`` and from its config's ``model``.
 CELL_KEYS = ("cell_id", "size", "seed", "n", "student_params", "replaced_params", "params_ratio")
 TIME_KEYS = ("teacher_train_seconds", "distill_seconds", "eval_seconds")
@@ -115,6 +115,7 @@ class ResultRow:
     params_ratio: float | None = None
     sentences_per_s: float | None = None
     teacher_sentences_per_s: float | None = None
+    speed_rounds: int | None = None  # > 0: both speeds timed side by side (best of this many)
     teacher_train_seconds: float | None = None
     distill_seconds: float | None = None
     eval_seconds: float | None = None
@@ -153,7 +154,7 @@ class ResultRow:
             }
             own = ("bleu_signature",)
             fallback = ("test_set", "bleu", "chrf", "teacher_bleu", "relative_bleu")
-            fallback += ("sentences_per_s", "teacher_sentences_per_s")
+            fallback += ("sentences_per_s", "teacher_sentences_per_s", "speed_rounds")
             fallback += ("sentences", "teacher_fallback")
             common["test_group"] = test_group_of(record, config)
         scores = record.get("scores") or {record.get("split", "test"): record}

@@ -130,6 +130,11 @@ def test_decoder_students_and_hybrid_evaluation(teacher_run: Config) -> None:
     sources = Tokenizer.load(cfg.run_dir()).encode_src(load_split(cfg.data, "test").src)
     assert result["teacher_fallback"] == sum(len(s) > 50 for s in sources)
     assert "relative_bleu" in result and result["sentences_per_s"] > 0
+    assert result["speed_rounds"] == 2 and result["teacher_sentences_per_s"] > 0
+    untimed = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"speed_rounds": 0})})
+    (result_untimed,) = evaluate(untimed, ["test"], progress=False)
+    assert "teacher_sentences_per_s" not in result_untimed
+    assert result_untimed["bleu"] == result["bleu"]
     out = cfg.run_dir() / "eval" / result["variant"]
     hyps = (out / "test.first30.greedy.hyp.txt").read_text().splitlines()
     assert len(hyps) == 30
@@ -156,6 +161,37 @@ FAMILIES = (
     "decoder.self=alr:XS",
     "decoder.cross=alr:XS",
 )
+
+
+def test_speed_is_timed_side_by_side_on_the_sources_the_hybrid_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Teacher and hybrid decode the same sources (not those an encoder-side hybrid hands to
+    the teacher) in alternation; each speed is the best of its passes."""
+    import types
+
+    from attnless import evaluate as evaluate_mod
+
+    teacher, student = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    hybrid = types.SimpleNamespace(n=3, encoder_side=True, decoder_side=True, model=student)
+    seconds = {"teacher": iter([4.0, 2.0, 3.0]), "hybrid": iter([1.0, 5.0, 0.5])}
+    calls = []
+
+    def fake_translate(model, src_ids, cfg, progress=False, max_positions=None):
+        name = "teacher" if model is teacher else "hybrid"
+        calls.append((name, src_ids, max_positions))
+        return [[]] * len(src_ids), next(seconds[name])
+
+    monkeypatch.setattr(evaluate_mod, "translate_ids", fake_translate)
+    sources = [[5, 6], [5, 6, 7, 8], [9], [1, 2, 3]]
+    speed = evaluate_mod.speed_side_by_side(hybrid, teacher, sources, Config(), rounds=3)
+    readable = [[5, 6], [9], [1, 2, 3]]
+    assert calls == [("teacher", readable, None), ("hybrid", readable, 3)] * 3
+    assert speed == {
+        "sentences_per_s": 3 / 0.5,
+        "teacher_sentences_per_s": 3 / 2.0,
+        "speed_rounds": 3,
+    }
 
 
 def _assert_same_student(a: dict, b: dict) -> None:

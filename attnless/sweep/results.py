@@ -137,6 +137,7 @@ def cell_record(
         "length_capped": main.get("length_capped"),
         "sentences_per_s": main.get("sentences_per_s"),
         "teacher_sentences_per_s": main.get("teacher_sentences_per_s"),
+        "speed_rounds": main.get("speed_rounds"),
         "times": {
             "teacher_train_seconds": teacher.get("train_seconds"),
             "distill_seconds": sum(calls.values()),
