@@ -332,6 +332,7 @@ RANGES: dict[str, Range] = {
     "eval.finetune_epochs": NONNEGATIVE,
     "runtime.threads": COUNT,
     "runtime.sweep_poll_s": POSITIVE,
+    "runtime.speed_rounds": NONNEGATIVE,
     "runtime.distill_memory_gb": POSITIVE,
 }
 
