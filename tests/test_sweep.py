@@ -1195,3 +1195,29 @@ def test_report_with_methods_beyond_the_paper(tmp_path: Path) -> None:
     params = _lines(sweep / "report" / "params.csv")
     assert any(r.startswith("encoder.self=meanpool,M,0,") for r in params)
     assert "relative_bleu.png" in summary["files"]
+
+
+def test_a_ledger_that_records_the_teacher_installs_it_on_a_fresh_machine(
+    demo_sweep: Path, tmp_path: Path
+) -> None:
+    """The committed ledgers hold the teacher's line; on a machine whose run folders are empty
+    the shipped teacher is installed all the same (not trained, not recorded twice)."""
+    records = read_results(demo_sweep / "results.jsonl")
+    teacher = next(r for r in records if r["kind"] == "teacher")
+    cells = [r for r in records if r["kind"] == "cell"]
+    shutil.copytree(demo_sweep.parent / "teachers" / "de-en", tmp_path / "teachers" / "de-en")
+    out = tmp_path / "demo"
+    out.mkdir()
+    kept = [json.dumps(r) for r in [teacher, *cells[:7]]]
+    (out / "results.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "7 finished (skipped), 1 to run" in done.stderr
+    lines = _lines(out / "results.jsonl")
+    assert lines[:8] == kept and len(lines) == 9
+    added = json.loads(lines[8])
+    assert added["kind"] == "cell" and added["cell_id"] == cells[7]["cell_id"]
+    assert added["bleu"] == cells[7]["bleu"]
+    run_dir = Path(added["run_dir"])
+    assert run_dir.is_relative_to(tmp_path)
+    assert not (run_dir / "checkpoints" / "last.pt").exists()  # installed, never trained

@@ -267,11 +267,13 @@ class Sweep:
         from attnless.train import train
 
         known = self.teacher_records().get(cell.teacher)
-        if known is not None:
-            return known
         cell = _ungrouped(cell)  # whichever cell of the teacher comes first
         cfg = cell.config
         which = cfg.distill.teacher_checkpoint
+        # a ledger from another machine records the teacher, but this machine's run folder may
+        # not hold it yet: install (or train) it then, keeping the ledger's record
+        if known is not None and RunDir.of(cfg).checkpoint(which).exists():
+            return known
         folder = self.teachers / cell.direction
         meta = shipped.read(folder)
         start = time.perf_counter()
@@ -295,6 +297,8 @@ class Sweep:
             scores = {s: teacher_scores(cfg, s, which, self.progress) for s in cfg.eval.splits}
             shipped.write_scores(folder, scores)
             self.say(f"teacher {cell.corpus} {cell.direction}: shipped to {folder}")
+        if known is not None:
+            return known
         wall_seconds = time.perf_counter() - start
         record = teacher_record(self.spec, cell, summary, scores, wall_seconds, trained)
         record["shipped"] = _relative(folder)
