@@ -132,13 +132,24 @@ def alr_best(rows: list[Row]) -> Finding:
         return Finding(
             claim, "not yet measured", "No size has all four encoder methods measured yet."
         )
-    wins = [max(at.values(), key=lambda r: r["bleu"])["variant"] == "ALR" for _, _, at in compared]
+    winners = [max(at.values(), key=lambda r: r["bleu"]) for _, _, at in compared]
+    wins = [w["variant"] == "ALR" for w in winners]
     text = "; ".join(
-        f"{d} {s}: " + ", ".join(f"{m} {at[m]['bleu']:.2f}" for m in methods)
-        for d, s, at in compared
+        f"{d} {s}: "
+        + ", ".join(f"{m} {at[m]['bleu']:.2f}" for m in methods)
+        + _params_vs_alr(w, at)
+        for (d, s, at), w in zip(compared, winners, strict=True)
     )
     verdict = "holds" if all(wins) else "does not hold"
     return Finding(claim, verdict, f"ALR best in {sum(wins)} of {len(wins)}: {text}.")
+
+
+def _params_vs_alr(winner: Row, at: dict[str, Row]) -> str:
+    """How many times ALR's network parameters a winner other than ALR spends at that size."""
+    mine, alr = winner.get("student_params"), at["ALR"].get("student_params")
+    if winner["variant"] == "ALR" or not mine or not alr:
+        return ""
+    return f" ({winner['variant']}'s networks: {mine / alr:.1f}x ALR's parameters)"
 
 
 def decoder_self_replaceable(rows: list[Row]) -> Finding:

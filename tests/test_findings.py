@@ -68,6 +68,10 @@ def test_alr_best_and_the_decoder_claims() -> None:
     rows[-1] = row("ALR cross", "decoder.cross=alr", "M", 39.0)
     _, _, best, _, cross = findings(rows)
     assert best.verdict == "does not hold" and cross.verdict == "does not hold"
+    assert "parameters" not in best.evidence  # no parameter counts in these rows
+    rows[0]["student_params"], rows[3]["student_params"] = 2_000_000, 7_000_000
+    _, _, best, _, _ = findings(rows)
+    assert "ELR 37.00 (ELR's networks: 3.5x ALR's parameters)" in best.evidence
 
 
 def test_cross_attention_in_paper_mode_is_reported_beside_the_causal_one() -> None:
