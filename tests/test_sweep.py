@@ -434,6 +434,12 @@ def test_dry_run_lists_cells_and_estimates(tmp_path: Path) -> None:
     assert text.count(" pending ") == 64
     assert "4 teacher(s) to train, 64 student families (384 students)" in text
     assert "estimate:" in text and "not a measurement" in text
+    by_direction = next(line for line in text.splitlines() if line.startswith("by direction: "))
+    parts = by_direction.removeprefix("by direction: ").split("; ")
+    assert [p.split(" (")[0] for p in parts] == [
+        f"multi30k {d} 0/16" for d in ("de-en", "en-de", "fr-en", "en-fr")
+    ]
+    assert all(p.endswith(" left)") for p in parts)
     assert not out.exists()  # a dry run writes nothing
     shard = CliRunner().invoke(
         app, ["sweep", "experiments/encoder.yaml", "--dry-run", "--shard", "1/3", "--out", str(out)]
@@ -757,6 +763,7 @@ def test_cells_in_a_sibling_ledger_are_copied_not_computed(
     calls["teacher"].clear()
     copier = Sweep(spec, tables / "copier", progress=False, say=said.append)
     assert "done 0/6, 6 to copy" in copier.dry_run() and "0 cells to evaluate" in copier.dry_run()
+    assert "by direction" not in copier.dry_run()  # one direction: the totals say it all
     assert copier.run()["copied"] == 6 and calls["teacher"] == [] and len(calls["evaluate"]) == 4
     copied = read_results(tables / "copier" / "results.jsonl")
     assert [r["kind"] for r in copied] == ["cell"] * 6

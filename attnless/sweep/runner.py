@@ -187,6 +187,8 @@ class Sweep:
             f"{fmt_seconds(sum(plan.evals.values()))}; total {fmt_seconds(plan.total())}",
             f"(an estimate from FLOP counts, not a measurement; cost model: {model.describe()})",
         ]
+        if len({(c.corpus, c.direction) for c in self.mine}) > 1:
+            lines.append("by direction: " + _by_direction(self.mine, done | set(copies), plan))
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- run
@@ -523,6 +525,21 @@ def _ungrouped(cell: Cell) -> Cell:
     cfg = cell.config.model_copy(deep=True)
     cfg.data.test_group = 1
     return dataclasses.replace(cell, config=cfg, test_group=1)
+
+
+def _by_direction(cells: list[Cell], finished: set[str], plan: Plan) -> str:
+    """Per corpus and direction: cells finished (or copied) of all, and the estimate of the rest,
+    e.g. ``multi30k de-en 15/16 (1h48m left)``."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.corpus, cell.direction), []).append(cell)
+    parts = []
+    for (corpus, direction), group in groups.items():
+        left = [c for c in group if c.id not in finished]
+        est = sum(plan.cell_seconds[c.id] for c in left)
+        rest = f" ({fmt_seconds(est)} left)" if left else ""
+        parts.append(f"{corpus} {direction} {len(group) - len(left)}/{len(group)}{rest}")
+    return "; ".join(parts)
 
 
 def _relative(path: Path) -> str:
