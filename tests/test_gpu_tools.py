@@ -72,6 +72,30 @@ def test_run_cells_setup_versions_and_budget(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.tar.00", "versions.txt"]
 
 
+def test_run_cells_keeps_a_runs_folder_it_is_given(tmp_path: Path) -> None:
+    """RUNS (relative to the tree, as `RUNS=runs` there) outlives the call, so the next call on a
+    warm machine resumes from its checkpoints; its small files come back in runs.tgz."""
+    runs = tmp_path / "tree" / "runs"
+    (runs / "t" / "students").mkdir(parents=True)
+    (runs / "t" / "students" / "metrics.jsonl").write_text("{}\n")
+    (runs / "t" / "students" / "layer0.pt").write_bytes(b"weights")
+    out = tmp_path / "out"
+    env = os.environ | {"OUT": str(out), "PYTHON": sys.executable, "BUNDLE": str(tmp_path / "b")}
+    env |= {"RUNS": os.path.relpath(runs, REPO)}
+    done = subprocess.run(
+        [str(TOOLS / "run_cells.sh"), "0", "experiments/encoder.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with tarfile.open(out / "runs.tgz") as tar:
+        assert tar.getnames() == ["t/students/metrics.jsonl"]
+    assert (runs / "t" / "students" / "layer0.pt").read_bytes() == b"weights"
+
+
 def test_the_sweep_does_not_import_pandas() -> None:
     """pandas is for `attnless report` alone (not bundled for the GPU machine)."""
     modules = "attnless.cli, attnless.sweep, attnless.train, attnless.distill, attnless.evaluate"
@@ -133,18 +157,26 @@ def test_merge_appends_new_ledger_lines_and_keeps_local_files(tmp_path: Path) ->
 
 
 def test_the_documented_run_call_fits() -> None:
-    """docs/gpu.md's `run` command is under the tool's 2,000 characters, runs run_cells.sh,
-    carries the bundle and names specs that exist."""
+    """docs/gpu.md's `run` command is under the tool's 2,000 characters, runs run_cells.sh
+    (after environment settings), carries the bundle and names specs and cells that exist."""
+    from attnless.sweep import expand, load_spec
+
     text = (REPO / "docs" / "gpu.md").read_text(encoding="utf-8")
     call = re.search(r"<!-- run call -->\s*```json\n(.*?)```", text, re.S)
     assert call, "docs/gpu.md: no run call block"
     args = json.loads(call.group(1))
-    assert len(args["command"]) < 2000 and args["command"].startswith("tools/gpu/run_cells.sh")
+    command = re.sub(r"^(\w+=\S+ )*", "", args["command"])
+    assert len(args["command"]) < 2000 and command.startswith("tools/gpu/run_cells.sh ")
     assert args["carry"] == ["gpu-bundle"] and args["timeout_s"] <= 600
-    budget = int(args["command"].split()[1])
+    budget = int(command.split()[1])
     assert budget + 60 <= args["timeout_s"]
-    for spec in re.findall(r"experiments/\w+\.yaml", args["command"]):
+    sweeps = re.findall(r"'(experiments/\w+\.yaml)([^']*)'", command)
+    assert sweeps and len(sweeps) == command.count("'") // 2
+    for spec, options in sweeps:
         assert (REPO / spec).is_file(), spec
+        ids = {c.id for c in expand(load_spec(REPO / spec))}
+        for named in re.findall(r"cell=([\w,]+)", options):
+            assert set(named.split(",")) <= ids, (spec, named)
 
 
 def test_commit_outside_a_git_checkout_comes_from_the_environment(monkeypatch) -> None:

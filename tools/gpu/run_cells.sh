@@ -5,12 +5,14 @@
 # reads the corpora from gpu-bundle/data, then runs the sweeps one after the other, each as JOBS
 # processes (--shard i/JOBS) sharing the GPU, until BUDGET_S seconds after the start; then
 # SIGTERM stops them (a sweep keeps every cell it finished). A sweep's --out defaults to
-# results/tables/multi30k/<spec file name>, --runs to a temporary folder. Leaves in $OUT:
+# results/tables/multi30k/<spec file name>, --runs to $RUNS: a temporary folder unless set (set
+# RUNS=runs, git-ignored, to keep run folders on a warm machine, so that the next call resumes a
+# student family a budget cut off at its last finished epoch). Leaves in $OUT:
 #   log.txt, versions.txt
 #   results.tar.NN   the files under results/ that the sweeps wrote (ledger lines, shipped
 #                    teachers), a tar in 15 MiB parts: `cat results.tar.* | tar -xf -` here
 #   runs.tgz         the small files of the run folders (configs, metrics, logs)
-# env: OUT (required), PYTHON (python3), JOBS (1), BUNDLE (gpu-bundle), ATTNLESS_COMMIT
+# env: OUT (required), PYTHON (python3), JOBS (1), BUNDLE (gpu-bundle), RUNS, ATTNLESS_COMMIT
 set -uo pipefail
 budget=${1:?usage: $0 BUDGET_S 'SPEC [sweep options]' ...}
 shift
@@ -22,6 +24,7 @@ PY=${PYTHON:-python3}
 JOBS=${JOBS:-1}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+RUNS=$(realpath -m "${RUNS:-$WORK/runs}")
 [[ -f $B/commit ]] && export ATTNLESS_COMMIT=${ATTNLESS_COMMIT:-$(cat "$B/commit")}
 export ATTNLESS_DATA=$B/data ATTNLESS_CACHE=$WORK/cache PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 
@@ -59,7 +62,7 @@ sweep() {  # one sweep: JOBS shards, stopped at the budget's end
   local left=$((budget - (SECONDS - start))) extra=() i
   ((left > 30)) || { echo "budget spent; not started: $*"; return; }
   [[ " $* " == *" --out"* ]] || extra+=(--out "results/tables/multi30k/$(basename "$1" .yaml)")
-  [[ " $* " == *" --runs"* ]] || extra+=(--runs "$WORK/runs")
+  [[ " $* " == *" --runs"* ]] || extra+=(--runs "$RUNS")
   echo "== $((SECONDS - start)) s: attnless sweep $* ${extra[*]} ($JOBS process(es), ${left} s left)"
   for ((i = 0; i < JOBS; i++)); do
     timeout --signal=TERM --kill-after=30 "$left" \
@@ -79,8 +82,8 @@ main() {
   echo "== $((SECONDS - start)) s: collecting results"
   find results -type f -newer "$WORK/start" ! -name '*.lock' | sort | tee "$WORK/changed"
   tar -cf - -T "$WORK/changed" | split -b 15m -d - "$OUT/results.tar."
-  [[ -d $WORK/runs ]] && find "$WORK/runs" -type f -size -1024k ! -name '*.lock' ! -name '*.pt' -printf '%P\n' \
-    | tar -czf "$OUT/runs.tgz" -C "$WORK/runs" -T -
+  [[ -d $RUNS ]] && find "$RUNS" -type f -size -1024k ! -name '*.lock' ! -name '*.pt' -printf '%P\n' \
+    | tar -czf "$OUT/runs.tgz" -C "$RUNS" -T -
   echo "== $((SECONDS - start)) s: done"
 }
 
