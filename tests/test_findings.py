@@ -45,6 +45,24 @@ def test_saturation_needs_the_largest_size() -> None:
     assert findings([*rows, alr("L", 39.9)])[0].verdict == "holds"
     rows = [alr("XS", 20.0), alr("S", 21.0), alr("M", 22.0), alr("L", 37.0)]
     assert findings(rows)[0].verdict == "does not hold"
+    assert "for ALR de-en." in findings(rows)[0].evidence
+
+
+def test_a_variant_flat_from_the_smallest_size_has_saturated() -> None:
+    """Measured de-en ASLR: XS 37.62, S 37.70, M 37.68, L 37.77. The step to L (+0.09) beats
+    the step to M (-0.02), but every step is noise: saturated, not still rising."""
+    aslr = [
+        row("ASLR", "encoder.self=aslr", s, b)
+        for s, b in [("XS", 37.62), ("S", 37.70), ("M", 37.68), ("L", 37.77)]
+    ]
+    rows = [alr("XS", 20.0), alr("S", 25.0), alr("M", 37.0), alr("L", 38.0), *aslr]
+    assert findings(rows)[0].verdict == "holds"
+    late = [
+        row("ASLR", "encoder.self=aslr", s, b)
+        for s, b in [("XS", 37.0), ("S", 37.1), ("M", 37.2), ("L", 38.0)]
+    ]
+    first = findings([*rows[:4], *late])[0]
+    assert first.verdict == "does not hold" and "for ASLR de-en." in first.evidence
 
 
 def test_falling_bleu_and_a_weak_encoder_do_not_hold() -> None:
