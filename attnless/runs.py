@@ -177,9 +177,13 @@ def read_json(path: str | Path) -> Any:
 
 
 def git_revision() -> str:
-    """The commit of the attnless checkout (``+changes`` when tracked files differ from it;
-    outside a git checkout ``$ATTNLESS_COMMIT``, set where a copy of a checkout runs, e.g. on a
-    GPU machine (tools/gpu/run_cells.sh), else ``unknown``)."""
+    """The commit of the attnless checkout (``+changes`` when tracked files differ from it).
+
+    ``$ATTNLESS_COMMIT`` wins when set: a copy of a checkout (a GPU machine's, set by
+    tools/gpu/run_cells.sh) may have no ``.git`` or a stale one. Without either, ``unknown``.
+    """
+    if pinned := os.environ.get("ATTNLESS_COMMIT"):
+        return pinned
     repo = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -192,7 +196,7 @@ def git_revision() -> str:
         head = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("ATTNLESS_COMMIT") or "unknown"
+        return "unknown"
     return head + ("+changes" if dirty else "")
 
 

@@ -179,15 +179,21 @@ def test_the_documented_run_call_fits() -> None:
             assert set(named.split(",")) <= ids, (spec, named)
 
 
-def test_commit_outside_a_git_checkout_comes_from_the_environment(monkeypatch) -> None:
-    """A copy of the tree without .git (the GPU machine's) names $ATTNLESS_COMMIT."""
+def test_commit_of_a_copied_tree_comes_from_the_environment(monkeypatch) -> None:
+    """A copy of the tree (the GPU machine's) names $ATTNLESS_COMMIT, with or without a .git:
+    on 2026-12-04 the copy there carried the session's starting .git, a commit behind."""
     from attnless import runs
+
+    monkeypatch.delenv("ATTNLESS_COMMIT", raising=False)
+    here = runs.git_revision()
+    assert here != "unknown"  # this checkout is a git checkout
+    monkeypatch.setenv("ATTNLESS_COMMIT", "abc1234")
+    assert runs.git_revision() == "abc1234"
 
     def no_git(*args, **kwargs):
         raise OSError("git: not a git repository")
 
     monkeypatch.setattr(runs.subprocess, "run", no_git)
-    monkeypatch.setenv("ATTNLESS_COMMIT", "abc1234")
     assert runs.git_revision() == "abc1234"
     monkeypatch.delenv("ATTNLESS_COMMIT")
     assert runs.git_revision() == "unknown"
