@@ -1114,6 +1114,12 @@ def test_teacher_is_shipped_and_reused_and_only_missing_cells_run(
     kept = [json.dumps(r) for r in cells[:5]]
     out.mkdir(parents=True)
     (out / "results.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    plan = _cli(
+        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out),
+        "--dry-run",
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "0 teacher(s) to train" in plan.stdout + plan.stderr  # the shipped one is planned in
     done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "5 finished (skipped), 3 to run" in done.stderr
@@ -1217,6 +1223,12 @@ def test_a_ledger_that_records_the_teacher_installs_it_on_a_fresh_machine(
     out.mkdir()
     kept = [json.dumps(r) for r in [teacher, *cells[:7]]]
     (out / "results.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    plan = _cli(
+        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out),
+        "--dry-run",
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "0 teacher(s) to train" in plan.stdout + plan.stderr  # the shipped one is planned in
     done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "7 finished (skipped), 1 to run" in done.stderr

@@ -85,6 +85,16 @@ class Sweep:
     def teacher_steps(self, records: list[dict] | None = None) -> dict[str, int | None]:
         return {tid: r.get("step") for tid, r in self.teacher_records(records).items()}
 
+    def shipped_teacher_steps(self) -> dict[str, int | None]:
+        """Teacher id -> step of the shipped teachers this shard's cells would install rather
+        than train (:meth:`teacher`: same id, with scores)."""
+        steps: dict[str, int | None] = {}
+        for direction in sorted({cell.direction for cell in self.mine}):
+            meta = shipped.read(self.teachers / direction)
+            if meta is not None and meta.get("scores") and meta.get("teacher_id"):
+                steps[meta["teacher_id"]] = (meta.get("summary") or {}).get("step")
+        return steps
+
     def cost_model(self) -> CostModel:
         return CostModel.for_machine(self.cells[0].config.runtime.device if self.cells else "auto")
 
@@ -97,7 +107,7 @@ class Sweep:
         model = model or self.cost_model()
         done = self.done_ids(records)
         copies = self.copies(done) if copies is None else copies
-        steps = self.teacher_steps(records)
+        steps = self.shipped_teacher_steps() | self.teacher_steps(records)
         return make_plan(self.mine, done | set(copies), steps, model, self.together)
 
     # ---------------------------------------------------------------- sibling ledgers
