@@ -57,7 +57,8 @@ def test_run_cells_setup_versions_and_budget(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = os.environ | {"OUT": str(out), "PYTHON": sys.executable, "BUNDLE": str(tmp_path / "b")}
     done = subprocess.run(
-        [str(TOOLS / "run_cells.sh"), "0", "experiments/encoder.yaml --only direction=de-en"],
+        [str(TOOLS / "run_cells.sh"), "0", "experiments/encoder.yaml --only direction=de-en"]
+        + ["bench --quick"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -68,6 +69,7 @@ def test_run_cells_setup_versions_and_budget(tmp_path: Path) -> None:
     log = (out / "log.txt").read_text()
     assert "installing" not in log
     assert "budget spent; not started: experiments/encoder.yaml --only direction=de-en" in log
+    assert "budget spent; not started: bench --quick" in log
     assert "| torch " in (out / "versions.txt").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.tar.00", "versions.txt"]
 
@@ -171,7 +173,8 @@ def test_the_documented_run_call_fits() -> None:
     budget = int(command.split()[1])
     assert budget + 60 <= args["timeout_s"]
     sweeps = re.findall(r"'(experiments/\w+\.yaml)([^']*)'", command)
-    assert sweeps and len(sweeps) == command.count("'") // 2
+    benches = re.findall(r"'bench[^']*'", command)
+    assert sweeps and len(sweeps) + len(benches) == command.count("'") // 2
     for spec, options in sweeps:
         assert (REPO / spec).is_file(), spec
         ids = {c.id for c in expand(load_spec(REPO / spec))}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The command a GPU session's `run` tool executes in the repository root there (docs/gpu.md):
 #   tools/gpu/run_cells.sh BUDGET_S 'SPEC [sweep options]' ['SPEC [sweep options]' ...]
+# An item 'bench [options]' runs `python -m benchmarks.bench` there instead (at most BENCH_S
+# seconds, default 300, of the budget), writing results/bench-gpu.md and .json.
 # Installs what the sweep imports and the machine lacks from gpu-bundle/wheels (no network),
 # reads the corpora from gpu-bundle/data, then runs the sweeps one after the other, each as JOBS
 # processes (--shard i/JOBS) sharing the GPU, until BUDGET_S seconds after the start; then
@@ -71,13 +73,22 @@ sweep() {  # one sweep: JOBS shards, stopped at the budget's end
   wait
 }
 
+bench() {  # the benchmarks of results/bench.md on this machine, into results/bench-gpu.md
+  local left=$((budget - (SECONDS - start)))
+  ((left > 60)) || { echo "budget spent; not started: bench $*"; return; }
+  ((left > ${BENCH_S:-300})) && left=${BENCH_S:-300}
+  echo "== $((SECONDS - start)) s: python -m benchmarks.bench $* (${left} s at most)"
+  timeout --signal=TERM --kill-after=30 "$left" \
+    "$PY" -m benchmarks.bench --out results/bench-gpu.md "$@" 2>&1 | tail -n 60
+}
+
 main() {
   setup || { echo "the sweep's packages do not import; see above"; return 3; }
   versions | tee "$OUT/versions.txt"
   touch "$WORK/start"
   for args in "$@"; do
     read -ra words <<<"$args"  # split on spaces, no globbing
-    sweep "${words[@]}"
+    if [[ ${words[0]} == bench ]]; then bench "${words[@]:1}"; else sweep "${words[@]}"; fi
   done
   echo "== $((SECONDS - start)) s: collecting results"
   find results -type f -newer "$WORK/start" ! -name '*.lock' | sort | tee "$WORK/changed"
