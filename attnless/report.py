@@ -32,6 +32,7 @@ which the ledger first names them; '-' marks a cell of a table not measured yet.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -571,6 +572,13 @@ def _speed_text(speed: float | None, teacher: float | None, rounds: float | None
     return f"{speed:.1f} / {teacher:.1f} ({speed / teacher:.2f}x{star})"
 
 
+def _machine_text(machine: str | None) -> str:
+    """The machine a row was measured on, without the CPU's instruction-set list."""
+    if not isinstance(machine, str):
+        return ""
+    return re.sub(r"(, \d+ cores) \([^()]*\)$", r"\1", machine)
+
+
 def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, str] | None:
     """What each hybrid costs at inference: parameters of its replacement networks against
     the teacher modules they replace, and measured greedy decoding speed against the
@@ -603,6 +611,7 @@ def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, 
                     rows.sentences_per_s, rows.teacher_sentences_per_s, rows.speed_rounds
                 )
             ],
+            "measured on": [_machine_text(m) for m in rows.machine],
         },
         dtype=object,
     )
@@ -617,7 +626,9 @@ def cost_table(cells: pd.DataFrame, teachers: Path | None = None) -> tuple[str, 
             "replace for a sentence of the training set's mean lengths (2 per multiply-add of "
             "the matmuls; `attnless.params.inference_flops`); greedy decoding speed of "
             "the test set with the hybrid and with the teacher, timed in alternation in the "
-            "cell's evaluation, best of `speed_rounds` passes each. Marked *: a row recorded "
+            "cell's evaluation, best of `speed_rounds` passes each, on the machine named "
+            "(speeds of different machines do not compare; their ratios do). Marked *: a row "
+            "recorded "
             "before side-by-side timing, whose teacher speed is the teacher's stored "
             "evaluation (another process, possibly another machine), so its ratio is only "
             "indicative.",

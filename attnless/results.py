@@ -32,6 +32,7 @@ HYBRID_KEYS = ("teacher_bleu", "teacher_chrf", "relative_bleu", "teacher_fallbac
 HYBRID_KEYS += ("length_capped", "teacher_sentences_per_s", "speed_rounds")
 # What a row takes from a cell's line, from its ``times`` and from its config's ``model``.
 CELL_KEYS = ("cell_id", "size", "seed", "n", "student_params", "replaced_params", "params_ratio")
+CELL_KEYS += ("machine",)
 TIME_KEYS = ("teacher_train_seconds", "distill_seconds", "eval_seconds")
 MODEL_KEYS = ("d_model", "heads", "encoder_layers", "decoder_layers")
 
@@ -116,6 +117,7 @@ class ResultRow:
     sentences_per_s: float | None = None
     teacher_sentences_per_s: float | None = None
     speed_rounds: int | None = None  # > 0: both speeds timed side by side (best of this many)
+    machine: str | None = None  # where the cell ran: CPU model and cores, or the GPU's name
     teacher_train_seconds: float | None = None
     distill_seconds: float | None = None
     eval_seconds: float | None = None

@@ -85,6 +85,19 @@ def test_committed_ledger_costs_come_from_the_shipped_teacher(tmp_path: Path) ->
     report(sweep)
     costs = (sweep / "report" / "inference_cost.csv").read_text().splitlines()[1:]
     assert costs and all(re.search(r",\d[\d.]* / (\d[\d.]*|-),", row) for row in costs), costs
+    # each speed names its machine, the CPU without its instruction-set list
+    machines = [row[-1] for row in csv.reader(costs)]
+    assert all(m.endswith(" cores") or m.startswith("NVIDIA") for m in machines), machines
+
+
+def test_speeds_name_the_machine_that_measured_them() -> None:
+    from attnless.report import _machine_text
+
+    cpu = "AMD EPYC (family 25 model 17), 2 cores (avx2, avx512f, avx512_bf16)"
+    assert _machine_text(cpu) == "AMD EPYC (family 25 model 17), 2 cores"
+    assert _machine_text("Intel Xeon, 2 cores (no AVX2)") == "Intel Xeon, 2 cores"
+    assert _machine_text("NVIDIA H200") == "NVIDIA H200"
+    assert _machine_text(None) == ""
 
 
 # --------------------------------------------------------------------------- beyond the paper
