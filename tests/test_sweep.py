@@ -71,6 +71,20 @@ def _sets() -> list[str]:
     return [arg for item in TINY for arg in ("--set", item)]
 
 
+def _demo_sweep(out: Path, *more: str) -> subprocess.CompletedProcess:
+    """`attnless sweep experiments/demo.yaml` with the smoke preset and TINY, into ``out``."""
+    return _cli(
+        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out), *more
+    )
+
+
+def _assert_plans_no_teacher(out: Path) -> None:
+    """The dry run into ``out`` plans no teacher training (the shipped one is installed)."""
+    plan = _demo_sweep(out, "--dry-run")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "0 teacher(s) to train" in plan.stdout + plan.stderr
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
@@ -113,7 +127,7 @@ def demo_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
     """experiments/demo.yaml with the smoke preset, shrunk: 1 teacher, 8 cells."""
     root = tmp_path_factory.mktemp("sweeps")
     out = root / "demo"
-    done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
+    done = _demo_sweep(out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -164,9 +178,7 @@ def test_demo_spec_runs_end_to_end(demo_sweep: Path) -> None:
 
 def test_rerun_skips_finished_cells(demo_sweep: Path) -> None:
     before = (demo_sweep / "results.jsonl").read_bytes()
-    again = _cli(
-        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(demo_sweep)
-    )
+    again = _demo_sweep(demo_sweep)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "8 finished (skipped), 0 to run" in again.stderr
     assert (demo_sweep / "results.jsonl").read_bytes() == before
@@ -1114,13 +1126,8 @@ def test_teacher_is_shipped_and_reused_and_only_missing_cells_run(
     kept = [json.dumps(r) for r in cells[:5]]
     out.mkdir(parents=True)
     (out / "results.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
-    plan = _cli(
-        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out),
-        "--dry-run",
-    )  # fmt: skip
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    assert "0 teacher(s) to train" in plan.stdout + plan.stderr  # the shipped one is planned in
-    done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
+    _assert_plans_no_teacher(out)
+    done = _demo_sweep(out)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "5 finished (skipped), 3 to run" in done.stderr
     assert "shipped" in done.stderr
@@ -1223,13 +1230,8 @@ def test_a_ledger_that_records_the_teacher_installs_it_on_a_fresh_machine(
     out.mkdir()
     kept = [json.dumps(r) for r in [teacher, *cells[:7]]]
     (out / "results.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
-    plan = _cli(
-        "sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out),
-        "--dry-run",
-    )  # fmt: skip
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    assert "0 teacher(s) to train" in plan.stdout + plan.stderr  # the shipped one is planned in
-    done = _cli("sweep", "experiments/demo.yaml", "--preset", "smoke", *_sets(), "--out", str(out))
+    _assert_plans_no_teacher(out)
+    done = _demo_sweep(out)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "7 finished (skipped), 1 to run" in done.stderr
     lines = _lines(out / "results.jsonl")

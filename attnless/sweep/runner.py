@@ -88,12 +88,13 @@ class Sweep:
     def shipped_teacher_steps(self) -> dict[str, int | None]:
         """Teacher id -> step of the shipped teachers this shard's cells would install rather
         than train (:meth:`teacher`: same id, with scores)."""
-        steps: dict[str, int | None] = {}
-        for direction in sorted({cell.direction for cell in self.mine}):
-            meta = shipped.read(self.teachers / direction)
-            if meta is not None and meta.get("scores") and meta.get("teacher_id"):
-                steps[meta["teacher_id"]] = (meta.get("summary") or {}).get("step")
-        return steps
+        directions = sorted({cell.direction for cell in self.mine})
+        metas = {d: shipped.read(self.teachers / d) for d in directions}
+        return {
+            cell.teacher: (metas[cell.direction].get("summary") or {}).get("step")
+            for cell in self.mine
+            if shipped.installable(metas[cell.direction], cell.teacher)
+        }
 
     def cost_model(self) -> CostModel:
         return CostModel.for_machine(self.cells[0].config.runtime.device if self.cells else "auto")
@@ -289,7 +290,7 @@ class Sweep:
         folder = self.teachers / cell.direction
         meta = shipped.read(folder)
         start = time.perf_counter()
-        if meta is not None and meta.get("teacher_id") == cell.teacher and meta.get("scores"):
+        if shipped.installable(meta, cell.teacher):
             self.say(f"teacher {cell.corpus} {cell.direction}: shipped, {folder}")
             shipped.install(folder, cfg.run_dir(), which)
             summary, trained = meta["summary"], meta["train_wall_seconds"]

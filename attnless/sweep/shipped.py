@@ -87,6 +87,12 @@ def read(folder: Path) -> dict[str, Any] | None:
     return {k: v for k, v in payload.items() if k != "weights"} | {"scores": scores}
 
 
+def installable(meta: dict[str, Any] | None, teacher_id: str) -> bool:
+    """Whether the shipped teacher ``meta`` (:func:`read`) is teacher ``teacher_id`` with its
+    scores: a sweep installs it rather than training one."""
+    return meta is not None and meta.get("teacher_id") == teacher_id and bool(meta.get("scores"))
+
+
 def ship(run_dir: Path, which: str, folder: Path, meta: dict[str, Any]) -> None:
     """Ship checkpoint ``which`` of ``run_dir`` to ``folder`` and make the run's checkpoint the
     rounded one. ``meta`` (teacher id, training summary) is stored with the weights; the
