@@ -441,6 +441,14 @@ def sweep(
             "for decoder-side ones; a cell's line waits for all of its teacher's students).",
         ),
     ] = False,
+    students_only: Annotated[
+        bool,
+        typer.Option(
+            "--students-only",
+            help="Distil the students the selected cells need (scored or not) and score none, "
+            "e.g. in several processes that share one GPU, for a later sweep that scores them.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or continue) a sweep: teachers, students and one result line per cell."""
@@ -450,7 +458,14 @@ def sweep(
     try:
         loaded = load_spec(spec, preset, set_ or [])
         runner = Sweep(
-            loaded, out, runs, parse_shard(shard), progress=not quiet, only=only, together=together
+            loaded,
+            out,
+            runs,
+            parse_shard(shard),
+            progress=not quiet,
+            only=only,
+            together=together,
+            students_only=students_only,
         )
     except ConfigError as err:
         console.print(f"[red]spec error:[/red] {escape(str(err))}", soft_wrap=True)
@@ -479,9 +494,16 @@ def sweep(
             runs=runs,
             only=only,
             together=together,
+            students_only=students_only,
             quiet=quiet,
         )
         _interrupted(kept, resume)
+    if students_only:
+        console.print(
+            f"sweep {runner.spec.name}: the students of {counts['prepared']} cells are distilled "
+            f"(under {runner.runs}); no cell scored"
+        )
+        return
     copied = f", {counts['copied']} copied from sibling ledgers" if counts.get("copied") else ""
     console.print(
         f"sweep {runner.spec.name}: {counts['evaluated']} cells run, {counts['skipped']} were "

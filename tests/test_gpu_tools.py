@@ -57,8 +57,8 @@ def test_run_cells_setup_versions_and_budget(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = os.environ | {"OUT": str(out), "PYTHON": sys.executable, "BUNDLE": str(tmp_path / "b")}
     done = subprocess.run(
-        [str(TOOLS / "run_cells.sh"), "0", "experiments/encoder.yaml --only direction=de-en"]
-        + ["bench --quick"],
+        [str(TOOLS / "run_cells.sh"), "0", "& experiments/decoder.yaml --students-only"]
+        + ["experiments/encoder.yaml --only direction=de-en", "bench --quick"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -68,6 +68,7 @@ def test_run_cells_setup_versions_and_budget(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     log = (out / "log.txt").read_text()
     assert "installing" not in log
+    assert "budget spent; not started: experiments/decoder.yaml --students-only" in log
     assert "budget spent; not started: experiments/encoder.yaml --only direction=de-en" in log
     assert "budget spent; not started: bench --quick" in log
     assert "| torch " in (out / "versions.txt").read_text()
@@ -172,7 +173,7 @@ def test_the_documented_run_call_fits() -> None:
     assert args["carry"] == ["gpu-bundle"] and args["timeout_s"] <= 600
     budget = int(command.split()[1])
     assert budget + 60 <= args["timeout_s"]
-    sweeps = re.findall(r"'(experiments/\w+\.yaml)([^']*)'", command)
+    sweeps = re.findall(r"'(?:& )?(experiments/\w+\.yaml)([^']*)'", command)
     benches = re.findall(r"'bench[^']*'", command)
     assert sweeps and len(sweeps) + len(benches) == command.count("'") // 2
     for spec, options in sweeps:

@@ -1242,3 +1242,35 @@ def test_a_ledger_that_records_the_teacher_installs_it_on_a_fresh_machine(
     run_dir = Path(added["run_dir"])
     assert run_dir.is_relative_to(tmp_path)
     assert not (run_dir / "checkpoints" / "last.pt").exists()  # installed, never trained
+
+
+def test_students_only_distils_for_scored_cells_and_a_later_sweep_scores_them_alike(
+    demo_sweep: Path, tmp_path: Path
+) -> None:
+    """`--students-only` distils the students of cells the ledger already scored and writes no
+    line; the sweep that then scores such a cell distils nothing and gets the same BLEU as the
+    sweep that distilled its students itself (the students are the same)."""
+    records = read_results(demo_sweep / "results.jsonl")
+    teacher = next(r for r in records if r["kind"] == "teacher")
+    cell = next(r for r in records if r["kind"] == "cell" and r["size"] != "XS")
+    shutil.copytree(demo_sweep.parent / "teachers" / "de-en", tmp_path / "teachers" / "de-en")
+    out = tmp_path / "demo"
+    out.mkdir()
+    ledger = out / "results.jsonl"
+    full = "".join(json.dumps(r) + "\n" for r in records)
+    ledger.write_text(full, encoding="utf-8")
+    only = ("--only", f"cell={cell['cell_id']}")
+    done = _demo_sweep(out, "--students-only", *only)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = " ".join(done.stderr.split())
+    assert "distilling" in said and "the students of 1 cells are distilled" in said, said
+    assert ledger.read_text(encoding="utf-8") == full  # nothing scored, nothing lost
+    markers = list((tmp_path / "runs").rglob("students/**/sweep.json"))
+    assert markers, "no student family was distilled"
+
+    ledger.write_text(json.dumps(teacher) + "\n", encoding="utf-8")
+    scored = _demo_sweep(out, *only)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "distilling" not in scored.stderr
+    (line,) = [r for r in read_results(ledger) if r["kind"] == "cell"]
+    assert line["cell_id"] == cell["cell_id"] and line["bleu"] == cell["bleu"]

@@ -52,6 +52,7 @@ class Sweep:
         teachers: str | Path | None = None,
         only: list[str] | None = None,
         together: bool = False,
+        students_only: bool = False,
     ) -> None:
         self.spec = spec
         self.out = Path(out) if out is not None else Path("sweeps") / spec.name
@@ -67,7 +68,10 @@ class Sweep:
         self.mine = filter_cells(shard_cells(self.cells, shard), only or [])
         self.results_path = self.out / "results.jsonl"
         # distil the students of all of a teacher's pending cells first, in shared calls
-        self.together = together
+        self.together = together or students_only
+        # distil the students of the selected cells (scored or not) and score none: to prepare
+        # them, e.g. in processes that share one GPU, for a later sweep that scores the cells
+        self.students_only = students_only
 
     # ---------------------------------------------------------------- state
 
@@ -108,6 +112,8 @@ class Sweep:
         model = model or self.cost_model()
         done = self.done_ids(records)
         copies = self.copies(done) if copies is None else copies
+        if self.students_only:  # scored or not, every selected cell's students
+            done, copies = set(), {}
         steps = self.shipped_teacher_steps() | self.teacher_steps(records)
         return make_plan(self.mine, done | set(copies), steps, model, self.together)
 
@@ -156,8 +162,8 @@ class Sweep:
 
     def dry_run(self, model: CostModel | None = None) -> str:
         model = model or self.cost_model()
-        done = self.done_ids()
-        copies = self.copies(done)
+        done = set() if self.students_only else self.done_ids()
+        copies = {} if self.students_only else self.copies(done)
         plan = self.plan(model, copies)
         grouped = any(c.test_group != 1 for c in self.mine)
         i, n = self.shard
@@ -217,20 +223,28 @@ class Sweep:
 
     def _run(self) -> dict[str, Any]:
         records = self.records()
-        done = self.done_ids(records)
-        copies = self.copies(done)
+        done = set() if self.students_only else self.done_ids(records)
+        copies = {} if self.students_only else self.copies(done)
         pending = [c for c in self.mine if c.id not in done and c.id not in copies]
         skipped = len(self.mine) - len(pending) - len(copies)
         i, n = self.shard
         where = f" (shard {i}/{n})" if n > 1 else ""
-        self.say(
-            f"sweep {self.spec.name}{where}: {len(self.mine)} cells, {skipped} finished "
-            "(skipped), "
-            + (f"{len(copies)} to copy from sibling ledgers, " if copies else "")
-            + f"{len(pending)} to run; results in {self.results_path}"
-        )
+        if self.students_only:
+            self.say(
+                f"sweep {self.spec.name}{where}: the students of {len(pending)} cells, none "
+                "scored; students in " + str(self.runs)
+            )
+        else:
+            self.say(
+                f"sweep {self.spec.name}{where}: {len(self.mine)} cells, {skipped} finished "
+                "(skipped), "
+                + (f"{len(copies)} to copy from sibling ledgers, " if copies else "")
+                + f"{len(pending)} to run; results in {self.results_path}"
+            )
         self.counts = {"cells": len(self.mine), "skipped": skipped}
         self.counts.update(evaluated=0, copied=0, busy=0)
+        if self.students_only:
+            self.counts["prepared"] = 0
         for cell in self.mine:  # no teacher, no students: their line is in a sibling ledger
             if cell.id in copies:
                 self._copy(cell, *copies[cell.id])
@@ -267,6 +281,9 @@ class Sweep:
                 by_settings.setdefault(cell.overrides, []).append(cell)
             for cells in by_settings.values():
                 self._ensure_students(cells, teacher)
+        if self.students_only:
+            self.counts["prepared"] += len(group)
+            return
         # then one cell at a time, scored and appended to the ledger as soon as its students
         # exist (a long run that is stopped keeps every finished cell)
         for cell in group:

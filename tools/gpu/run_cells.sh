@@ -2,7 +2,10 @@
 # The command a GPU session's `run` tool executes in the repository root there (docs/gpu.md):
 #   tools/gpu/run_cells.sh BUDGET_S 'SPEC [sweep options]' ['SPEC [sweep options]' ...]
 # An item 'bench [options]' runs `python -m benchmarks.bench` there instead (at most BENCH_S
-# seconds, default 300, of the budget), writing results/bench-gpu.md and .json.
+# seconds, default 300, of the budget), writing results/bench-gpu.md and .json. An item that
+# starts with '& ' runs in the background, alongside the next items up to and including the next
+# plain one; the item after that starts when they have all ended:
+#   '& A' 'B' 'C'   runs A and B at once on the one GPU, then C.
 # Installs what the sweep imports and the machine lacks from gpu-bundle/wheels (no network),
 # reads the corpora from gpu-bundle/data, then runs the sweeps one after the other, each as JOBS
 # processes (--shard i/JOBS) sharing the GPU, until BUDGET_S seconds after the start; then
@@ -68,7 +71,7 @@ sweep() {  # one sweep: JOBS shards, stopped at the budget's end
   echo "== $((SECONDS - start)) s: attnless sweep $* ${extra[*]} ($JOBS process(es), ${left} s left)"
   for ((i = 0; i < JOBS; i++)); do
     timeout --signal=TERM --kill-after=30 "$left" \
-      "$PY" -m attnless sweep "$@" "${extra[@]}" --shard "$i/$JOBS" 2>&1 | sed "s/^/[$i] /" &
+      "$PY" -m attnless sweep "$@" "${extra[@]}" --shard "$i/$JOBS" 2>&1 | sed "s/^/[$item.$i] /" &
   done
   wait
 }
@@ -86,10 +89,21 @@ main() {
   setup || { echo "the sweep's packages do not import; see above"; return 3; }
   versions | tee "$OUT/versions.txt"
   touch "$WORK/start"
+  item=0  # log lines start [item.shard]
   for args in "$@"; do
+    item=$((item + 1))
     read -ra words <<<"$args"  # split on spaces, no globbing
-    if [[ ${words[0]} == bench ]]; then bench "${words[@]:1}"; else sweep "${words[@]}"; fi
+    if [[ ${words[0]} == '&' ]]; then
+      sweep "${words[@]:1}" &
+      sleep 1
+    elif [[ ${words[0]} == bench ]]; then
+      bench "${words[@]:1}"
+      wait
+    else
+      sweep "${words[@]}"  # its `wait` also waits for the items started with '&' before it
+    fi
   done
+  wait
   echo "== $((SECONDS - start)) s: collecting results"
   find results -type f -newer "$WORK/start" ! -name '*.lock' | sort | tee "$WORK/changed"
   tar -cf - -T "$WORK/changed" | split -b 15m -d - "$OUT/results.tar."
