@@ -15,6 +15,10 @@ says so), so the ratios hold on a busy machine better than the absolute numbers.
 fixed and seeded; ``--quick`` shrinks every benchmark to seconds (for the tests).
 
     python -m benchmarks.bench [--threads N] [--quick] [--out results/bench.md]
+    python -m benchmarks.bench --render results/bench.json   # re-render, e.g. with a GPU's run
+
+The summary of every other recorded run beside ``--out`` (``results/bench-gpu.json``, an H200's,
+written by ``tools/gpu/run_cells.sh ... 'bench'``) is tabled next to this run's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from attnless import config as config_mod
 from attnless import hardware
 from attnless.allocator import relaunch_with_fast_allocator
 from attnless.prepare import prepare
+from attnless.runs import write_text
 from benchmarks import decode_speed, distill_epoch, student_flops, train_throughput
 from benchmarks.common import REPO, machine, table
 
@@ -176,48 +182,9 @@ def limits_markdown(students: dict[str, Any]) -> str:
     )
 
 
-def markdown(result: dict[str, Any]) -> str:
-    m, model, sec = result["machine"], result["model"], result["sections"]
-    cores = m["cpu_cores"]
-    flags = ", ".join(m["cpu_flags"]) or "no AVX-512"
-    device = m["device"] + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
-    threads = f"{m['torch_threads']} torch thread" + ("s" if m["torch_threads"] != 1 else "")
-    loads = result["load"]
-    load_text = " / ".join(
-        "n/a" if loads.get(k) is None else f"{loads[k]:.1f}"
-        for k in ("start", "train", "decode", "students", "distill", "truncation", "end")
-    )
-    info = [
-        ["machine", f"{m['cpu']}, {cores} cores ({flags}); {threads}"],
-        ["device", device],
-        ["software", f"torch {m['torch']}, Python {m['python']}, attnless {m['revision']}"],
-        [
-            "model",
-            f"`{model['config']}`: d = {model['d_model']}, {model['layers']} layers, "
-            f"{model['heads']} heads, FFN {model['ffn_dim']}, vocabulary {model['vocab']}; "
-            f"students n = {model['n']}",
-        ],
-        [
-            "precision",
-            f"runtime.precision = {model['precision']} → {model['autocast']}"
-            + (
-                f" (a bf16 matmul measured {model['bf16_speedup']:.2f}x the speed of fp32 here)"
-                if "bf16_speedup" in model
-                else ""
-            ),
-        ],
-        ["load average (1 min): start / each section / end", f"{load_text} on {cores} cores"],
-        ["wall time", f"{result['seconds']['total'] / 60:.1f} min"],
-    ]
-    busy = loads.get("start")
-    warning = ""
-    if busy is not None and cores and busy > 0.25 * cores:
-        warning = (
-            f"\n\n> **The machine was busy** (load {busy:.1f} on {cores} cores before the "
-            "benchmark started): other processes competed for the cores, so absolute numbers "
-            "are low and noisy, and figures that depend on many small operations suffer most. "
-            "Re-run `make bench` on an idle machine for reference numbers."
-        )
+def summary_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The summary table's rows of one run: figure, measured, target."""
+    sec = result["sections"]
     train, decode, students, distill = (sec[k] for k in ("train", "decode", "students", "distill"))
     truncation = sec.get("truncation")
     truncations = [t for t in (truncation, sec.get("truncation_fp32")) if t]
@@ -273,6 +240,85 @@ def markdown(result: dict[str, Any]) -> str:
                 "≥ 2.3x",
             ]
         )
+    return summary
+
+
+def machine_label(m: dict[str, Any]) -> str:
+    """A run's machine in a few words: the GPU, else the CPU and its cores."""
+    return m["gpu"] if "gpu" in m else f"{m['cpu']}, {m['cpu_cores']} cores"
+
+
+def beside_markdown(result: dict[str, Any], beside: Sequence[tuple[str, dict]]) -> str:
+    """The summary figures of this run and of the runs ``beside`` (file, result), side by side:
+    each figure is a ratio measured within one run, so the columns compare."""
+    columns = [summary_rows(result)] + [summary_rows(other) for _, other in beside]
+    figures = list(dict.fromkeys(row[0] for rows in columns for row in rows))
+    measured = [{row[0]: row[1] for row in rows} for rows in columns]
+    targets = {row[0]: row[2] for rows in columns for row in rows}
+    header = ["figure", f"this run ({machine_label(result['machine'])})"]
+    header += [
+        f"{machine_label(other['machine'])} ([{Path(name).name}]({Path(name).name}))"
+        for name, other in beside
+    ]
+    rows = [[f, *(col.get(f, "-") for col in measured), targets[f]] for f in figures]
+    commits = ", ".join(
+        f"{Path(name).name}: attnless {other['machine']['revision']}" for name, other in beside
+    )
+    return (
+        "## Beside other machines\n\n"
+        "The summary figures of this run next to those of `make bench` runs recorded elsewhere "
+        f"({commits}); each is a ratio measured side by side within its own run.\n\n"
+        + table([*header, "target"], rows)
+    )
+
+
+def markdown(result: dict[str, Any], beside: Sequence[tuple[str, dict]] = ()) -> str:
+    """``result`` as results/bench.md; ``beside``: (file, result) of runs on other machines,
+    whose summary figures are tabled next to this run's."""
+    m, model, sec = result["machine"], result["model"], result["sections"]
+    cores = m["cpu_cores"]
+    flags = ", ".join(m["cpu_flags"]) or "no AVX-512"
+    device = m["device"] + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
+    threads = f"{m['torch_threads']} torch thread" + ("s" if m["torch_threads"] != 1 else "")
+    loads = result["load"]
+    load_text = " / ".join(
+        "n/a" if loads.get(k) is None else f"{loads[k]:.1f}"
+        for k in ("start", "train", "decode", "students", "distill", "truncation", "end")
+    )
+    info = [
+        ["machine", f"{m['cpu']}, {cores} cores ({flags}); {threads}"],
+        ["device", device],
+        ["software", f"torch {m['torch']}, Python {m['python']}, attnless {m['revision']}"],
+        [
+            "model",
+            f"`{model['config']}`: d = {model['d_model']}, {model['layers']} layers, "
+            f"{model['heads']} heads, FFN {model['ffn_dim']}, vocabulary {model['vocab']}; "
+            f"students n = {model['n']}",
+        ],
+        [
+            "precision",
+            f"runtime.precision = {model['precision']} → {model['autocast']}"
+            + (
+                f" (a bf16 matmul measured {model['bf16_speedup']:.2f}x the speed of fp32 here)"
+                if "bf16_speedup" in model
+                else ""
+            ),
+        ],
+        ["load average (1 min): start / each section / end", f"{load_text} on {cores} cores"],
+        ["wall time", f"{result['seconds']['total'] / 60:.1f} min"],
+    ]
+    busy = loads.get("start")
+    warning = ""
+    if busy is not None and cores and busy > 0.25 * cores:
+        warning = (
+            f"\n\n> **The machine was busy** (load {busy:.1f} on {cores} cores before the "
+            "benchmark started): other processes competed for the cores, so absolute numbers "
+            "are low and noisy, and figures that depend on many small operations suffer most. "
+            "Re-run `make bench` on an idle machine for reference numbers."
+        )
+    summary = summary_rows(result)
+    train, decode, students, distill = (sec[k] for k in ("train", "decode", "students", "distill"))
+    truncations = [t for t in (sec.get("truncation"), sec.get("truncation_fp32")) if t]
     return (
         "\n\n".join(
             [
@@ -283,6 +329,7 @@ def markdown(result: dict[str, Any]) -> str:
                 table(["", ""], info),
                 "## Summary",
                 table(["figure", "measured", "target"], summary),
+                *([beside_markdown(result, beside)] if beside else []),
                 "## 1. Teacher training throughput",
                 train_markdown(train),
                 "## 2. Decoding speed",
@@ -297,13 +344,28 @@ def markdown(result: dict[str, Any]) -> str:
                         "## 5. Distillation: length-truncated networks",
                         *(distill_epoch.truncation_markdown(t) for t in truncations),
                     ]
-                    if truncation
+                    if truncations
                     else []
                 ),
             ]
         )
         + "\n"
     )
+
+
+def recorded_beside(out: Path, names: list[Path] | None) -> list[tuple[str, dict]]:
+    """(file, result) of the runs to table beside this one: ``names``, else every other
+    ``bench*.json`` in the folder of ``out`` (``results/bench-gpu.json``: an H200's run)."""
+    own = out.with_suffix(".json").resolve()
+    if names is None:
+        names = sorted(p for p in out.parent.glob("bench*.json") if p.resolve() != own)
+    beside = []
+    for path in names:
+        try:
+            beside.append((str(path), json.loads(Path(path).read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"{path}: not a recorded `make bench` result ({err})") from None
+    return beside
 
 
 def main() -> None:
@@ -313,17 +375,33 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds; tests)")
     parser.add_argument("--set", action="append", default=[], help="config override")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench.md")
+    parser.add_argument(
+        "--beside",
+        type=Path,
+        action="append",
+        help="a recorded result (.json) of another machine to table beside this run "
+        "(default: the other bench*.json beside --out)",
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        help="measure nothing: write --out from this recorded result (.json), e.g. after "
+        "another machine's result arrived",
+    )
     args = parser.parse_args()
-    overrides = list(args.set)
-    if args.threads:
-        overrides.append(f"runtime.threads={args.threads}")
-    settings = QUICK if args.quick else FULL
-    print(f"benchmarks ({'quick' if args.quick else 'full'} settings):", flush=True)
-    result = run(settings, overrides)
-    text = markdown(result)
+    if args.render:
+        result = recorded_beside(args.out, [args.render])[0][1]
+    else:
+        overrides = list(args.set)
+        if args.threads:
+            overrides.append(f"runtime.threads={args.threads}")
+        settings = QUICK if args.quick else FULL
+        print(f"benchmarks ({'quick' if args.quick else 'full'} settings):", flush=True)
+        result = run(settings, overrides)
+    text = markdown(result, recorded_beside(args.out, args.beside))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_text(args.out, text)
+    write_text(args.out.with_suffix(".json"), json.dumps(result, indent=2, default=str) + "\n")
     print(text)
 
 
