@@ -176,15 +176,17 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
-def git_revision() -> str:
-    """The commit of the attnless checkout (``+changes`` when tracked files differ from it).
+def git_revision(repo: Path | None = None) -> str:
+    """The commit of the attnless checkout ``repo`` (default: this one), with ``+changes`` when
+    tracked files other than ``results/`` differ from it: the ledgers there grow while a sweep
+    runs, and a result is about the code that produced it.
 
     ``$ATTNLESS_COMMIT`` wins when set: a copy of a checkout (a GPU machine's, set by
     tools/gpu/run_cells.sh) may have no ``.git`` or a stale one. Without either, ``unknown``.
     """
     if pinned := os.environ.get("ATTNLESS_COMMIT"):
         return pinned
-    repo = Path(__file__).resolve().parents[1]
+    repo = repo or Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -194,7 +196,7 @@ def git_revision() -> str:
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+changes" if dirty else "")

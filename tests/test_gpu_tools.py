@@ -201,3 +201,29 @@ def test_commit_of_a_copied_tree_comes_from_the_environment(monkeypatch) -> None
     assert runs.git_revision() == "abc1234"
     monkeypatch.delenv("ATTNLESS_COMMIT")
     assert runs.git_revision() == "unknown"
+
+
+def test_a_growing_ledger_does_not_mark_the_code_changed(tmp_path: Path, monkeypatch) -> None:
+    """A sweep appends to the tracked ledgers under results/ while it runs: the lines it writes
+    after the first must still name the clean commit; a change to the code does not."""
+    from attnless import runs
+
+    monkeypatch.delenv("ATTNLESS_COMMIT", raising=False)
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, timeout=30)
+
+    (tmp_path / "attnless").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "attnless" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "results.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    clean = runs.git_revision(tmp_path)
+    assert clean != "unknown" and not clean.endswith("+changes")
+    with (tmp_path / "results" / "results.jsonl").open("a") as ledger:
+        ledger.write("{}\n")
+    assert runs.git_revision(tmp_path) == clean
+    (tmp_path / "attnless" / "code.py").write_text("x = 2\n")
+    assert runs.git_revision(tmp_path) == clean + "+changes"
