@@ -251,23 +251,27 @@ def machine_label(m: dict[str, Any]) -> str:
 def beside_markdown(result: dict[str, Any], beside: Sequence[tuple[str, dict]]) -> str:
     """The summary figures of this run and of the runs ``beside`` (file, result), side by side:
     each figure is a ratio measured within one run, so the columns compare."""
-    columns = [summary_rows(result)] + [summary_rows(other) for _, other in beside]
+    readable, skipped = [], []
+    for name, other in beside:  # a run recorded by older code may lack a section
+        try:
+            label, revision = machine_label(other["machine"]), other["machine"]["revision"]
+            readable.append((Path(name).name, label, revision, summary_rows(other)))
+        except (KeyError, IndexError, TypeError):
+            skipped.append(Path(name).name)
+    columns = [summary_rows(result)] + [rows for *_, rows in readable]
     figures = list(dict.fromkeys(row[0] for rows in columns for row in rows))
     measured = [{row[0]: row[1] for row in rows} for rows in columns]
     targets = {row[0]: row[2] for rows in columns for row in rows}
     header = ["figure", f"this run ({machine_label(result['machine'])})"]
-    header += [
-        f"{machine_label(other['machine'])} ([{Path(name).name}]({Path(name).name}))"
-        for name, other in beside
-    ]
+    header += [f"{label} ([{name}]({name}))" for name, label, *_ in readable]
     rows = [[f, *(col.get(f, "-") for col in measured), targets[f]] for f in figures]
-    commits = ", ".join(
-        f"{Path(name).name}: attnless {other['machine']['revision']}" for name, other in beside
-    )
+    commits = ", ".join(f"{name}: attnless {revision}" for name, _, revision, _ in readable)
     return (
         "## Beside other machines\n\n"
         "The summary figures of this run next to those of `make bench` runs recorded elsewhere "
-        f"({commits}); each is a ratio measured side by side within its own run.\n\n"
+        f"({commits}); each is a ratio measured side by side within its own run."
+        + (f" Not readable as a result of this version: {', '.join(skipped)}." if skipped else "")
+        + "\n\n"
         + table([*header, "target"], rows)
     )
 

@@ -62,6 +62,7 @@ def test_a_recorded_run_is_rendered_with_another_machines_beside(tmp_path: Path)
     cpu["sections"]["train"]["ratio"] = 1.29
     (tmp_path / "bench.json").write_text(json.dumps(cpu), encoding="utf-8")
     (tmp_path / "bench-gpu.json").write_text(json.dumps(gpu), encoding="utf-8")
+    (tmp_path / "bench-old.json").write_text(json.dumps({"machine": {}}), encoding="utf-8")
     out = tmp_path / "bench.md"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench", "--render", str(tmp_path / "bench.json")]
@@ -76,6 +77,7 @@ def test_a_recorded_run_is_rendered_with_another_machines_beside(tmp_path: Path)
     assert "device | cpu |" in text and "## Beside other machines" in text
     section = text.split("## Beside other machines")[1].split("## 1.")[0]
     header = next(line for line in section.splitlines() if line.startswith("| figure"))
+    assert "Not readable as a result of this version: bench-old.json." in section
     assert "this run (Some CPU, 2 cores)" in header and "NVIDIA H200 ([bench-gpu.json]" in header
     row = next(line for line in section.splitlines() if line.startswith("| teacher training"))
     assert [c.strip() for c in row.split("|")[2:4]] == ["1.29x", "0.69x"]
