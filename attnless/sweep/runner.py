@@ -82,6 +82,14 @@ class Sweep:
         records = self.records() if records is None else records
         return {r.get("cell_id") for r in records if r.get("kind") == "cell"}
 
+    def finished(self, records: list[dict] | None = None) -> tuple[set[str], dict]:
+        """The ids of the cells this ledger scored, and :meth:`copies`; with ``students_only``
+        neither (every selected cell's students are wanted, scored or not)."""
+        if self.students_only:
+            return set(), {}
+        done = self.done_ids(records)
+        return done, self.copies(done)
+
     def teacher_records(self, records: list[dict] | None = None) -> dict[str, dict]:
         records = self.records() if records is None else records
         return {r.get("teacher_id"): r for r in records if r.get("kind") == "teacher"}
@@ -162,8 +170,7 @@ class Sweep:
 
     def dry_run(self, model: CostModel | None = None) -> str:
         model = model or self.cost_model()
-        done = set() if self.students_only else self.done_ids()
-        copies = {} if self.students_only else self.copies(done)
+        done, copies = self.finished()
         plan = self.plan(model, copies)
         grouped = any(c.test_group != 1 for c in self.mine)
         i, n = self.shard
@@ -223,8 +230,7 @@ class Sweep:
 
     def _run(self) -> dict[str, Any]:
         records = self.records()
-        done = set() if self.students_only else self.done_ids(records)
-        copies = {} if self.students_only else self.copies(done)
+        done, copies = self.finished(records)
         pending = [c for c in self.mine if c.id not in done and c.id not in copies]
         skipped = len(self.mine) - len(pending) - len(copies)
         i, n = self.shard
